@@ -1,0 +1,125 @@
+"""``minedraft-sim``: simulate AR, SD, PSD and PEARL on one workload and compare them.
+
+With no arguments it runs the published experiment-1 setting (Qwen3-32B TP4 on H100 with a Qwen3-0.6B
+drafter, k = 5, max_num_seqs 16, 1000 offline prompts from the shipped ShareGPT-format sample, 256 output
+tokens) on the roofline latency model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from minedraft.cli import common
+from minedraft.metrics import RESULT_KEYS
+from minedraft.policies import POLICIES
+from minedraft.report import basis_line, results_table
+from minedraft.simulator.run import Comparison
+from minedraft.trace import TraceWriter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = common.Parser(prog="minedraft-sim", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--policy", default="ar,sd,psd,pearl", help="comma list of " + ", ".join(POLICIES))
+    common.add_model_flags(p)
+    common.add_spec_flags(p)
+    common.add_engine_flags(p)
+    common.add_workload_flags(p)
+    common.add_timing_flags(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--json", default=None, help="write config and results as JSON to PATH ('-' = stdout)")
+    g.add_argument("--trace", default=None, help="write every op and request as JSONL to PATH")
+    g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
+    return p
+
+
+class LazyProgress:
+    """A progress bar that appears only once a run has taken ~2 s (and only on a terminal)."""
+
+    def __init__(self, total: int, enabled: bool, delay: float = 2.0) -> None:
+        self.total, self.enabled, self.delay = total, enabled, delay
+        self.t0 = time.monotonic()
+        self.done = 0
+        self.bar: Progress | None = None
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.bar is None and time.monotonic() - self.t0 > self.delay:
+            self.bar = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("sim", total=self.total, completed=self.done)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    policies = common.parse_policies(a.policy)
+    json_out = common.output_path(a.json, "--json")
+    trace_out = common.output_path(a.trace, "--trace")
+    cfg = common.policy_config(a)
+    speculative = any(POLICIES[p].speculative for p in policies)
+    curve = common.acceptance_curve(a, cfg) if speculative else None
+    wl = common.workload(a)
+    costs, tp, timing = common.step_costs(a, needs_drafter=speculative)
+    requests = wl.generate()
+    config = {"policies": policies, "policy_config": common.config_dict(cfg), "workload": wl.describe(),
+              "accept_curve": curve.to_json() if curve else None, "timing": timing}
+
+    progress = LazyProgress(len(requests) * len(policies), enabled=not a.quiet and sys.stderr.isatty())
+    try:
+        runs = Comparison(policies, requests, cfg, costs, curve, seed=wl.seed, target_gpus=tp).run(
+            details=trace_out is not None, progress=progress, config=config)
+    finally:
+        progress.close()
+    results = [m for _, m in runs]
+    config["basis"] = basis_line(results, cfg)
+
+    if trace_out:
+        with TraceWriter(trace_out) as w:
+            for trace, _ in runs:
+                w.write_all(trace.records())
+    if json_out:
+        ordered = [{k: m[k] for k in RESULT_KEYS} | {k: v for k, v in m.items() if k not in RESULT_KEYS}
+                   for m in results]
+        text = json.dumps({"config": config, "results": ordered}, indent=2, default=float)
+        if json_out == "-":
+            print(text)
+        else:
+            with open(json_out, "w") as fh:
+                fh.write(text + "\n")
+    if not a.quiet and json_out != "-":
+        console = Console()
+        t = timing
+        where = (f"{t['target']} TP{t['tensor_parallel_size']} + {t['draft']} on {t['gpu']}, {t['latency_model']}"
+                 if t["latency_model"] != "constant" else
+                 f"constant step times: verify {a.verify_ms} ms, draft {a.draft_ms} ms/forward")
+        curve_txt = curve.source if curve else "none"
+        lens = f"input {wl.describe()['input_len']}, output {wl.describe()['output_len']}"
+        arrivals = "offline" if wl.offline else f"{wl.describe()['request_rate']} req/s"
+        console.print(f"[bold]minedraft-sim[/]  {where}; k={cfg.num_speculative_tokens}, acceptance {curve_txt}; "
+                      f"{wl.num_prompts} prompts {arrivals}, {lens}")
+        console.print(results_table(results))
+        console.print(config["basis"])
+    return 0
+
+
+def cli() -> None:
+    raise SystemExit(common.run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,71 @@
+"""How long each op takes: latency models plus fixed per-step costs. One place for every driver.
+
+The simulator charges ops with :meth:`StepCosts.op_time`; the theory builds its closed forms from the
+same method, so a formula for a step's duration exists once.
+
+- ``prefill``:       ``T_t.prefill(b, prompt)``
+- ``draft_prefill``: ``T_d.prefill(b, prompt)``
+- ``decode``:        ``T_t(b, 1, ctx)``
+- ``draft``:         ``T_d(b, k + 1, ctx) + (k - 1) T_d(b, 1, ctx)`` (+ transfer): k drafter forwards,
+                     the first over the verified positions (vLLM pads them to k + 1)
+- ``verify``:        ``T_t(b, k + 1, ctx)`` (+ transfer)
+
+plus ``step_overhead_s`` before the first op of each engine step (``Op.new_step``): scheduling, input
+preparation, rejection sampling and output processing, serial with the GPU work (in PSD it sits outside
+the overlap, as in the published system). ``transfer_s`` is charged once per direction when the
+drafter has a GPU of its own: on a draft op (verification results reach the drafter) and on a verify op
+(the drafts reach the target).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from minedraft.errors import require
+from minedraft.latency import LatencyModel
+from minedraft.ops import DECODE, DRAFT, DRAFT_PREFILL, PREFILL, VERIFY
+
+
+@dataclass(frozen=True, slots=True)
+class StepCosts:
+    """The latency models of target and drafter and the fixed costs around their forwards."""
+
+    target: LatencyModel
+    draft: LatencyModel | None = None
+    step_overhead_s: float = 0.0
+    transfer_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in ("step_overhead_s", "transfer_s"):
+            v = getattr(self, f)
+            require(math.isfinite(v) and v >= 0, f, "must be a finite time >= 0", v)
+
+    def op_time(self, kind: str, batch: int, k: float = 0, context_len: float = 0.0, prompt_len: float = 0.0,
+                cross_device: bool = False) -> float:
+        """Seconds of GPU work for an op of ``kind`` over ``batch`` requests (step overhead excluded).
+
+        ``k``: draft tokens per request (mean verify length for a TETRIS verify); ``context_len``: mean
+        cached tokens per request; ``prompt_len``: mean prompt length (prefills);
+        ``cross_device``: the drafter runs on a GPU of its own (transfers apply).
+        """
+        transfer = self.transfer_s if cross_device else 0.0
+        if kind == VERIFY:
+            return self.target.forward_time(batch, k + 1, context_len) + transfer
+        if kind == DRAFT:
+            d = self._drafter()
+            first = d.forward_time(batch, k + 1, context_len)
+            rest = (k - 1) * d.forward_time(batch, 1, context_len) if k > 1 else 0.0
+            return first + rest + transfer
+        if kind == DECODE:
+            return self.target.forward_time(batch, 1, context_len)
+        if kind == PREFILL:
+            return self.target.prefill_time(batch, prompt_len)
+        if kind == DRAFT_PREFILL:
+            return self._drafter().prefill_time(batch, prompt_len)
+        raise ValueError(f"unknown op kind {kind!r}")
+
+    def _drafter(self) -> LatencyModel:
+        if self.draft is None:
+            raise ValueError("this policy drafts, so StepCosts needs a draft latency model")
+        return self.draft

@@ -1,0 +1,236 @@
+"""What every policy shares: its knobs, request bookkeeping, admission and the k schedule.
+
+A policy is a pure, deterministic state machine: no SimPy, no torch, no clocks. A driver calls
+``next_ops(free)`` whenever a resource becomes free and ``on_done(op, result)`` when an op ends. The base
+class here owns the accounting (who waits, who runs, tokens generated, KV-cache reservations), with
+invariant checks; each policy file only decides which ops come next.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from minedraft.errors import InputError, require
+from minedraft.ops import DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, Op, OpResult
+
+EMPTY = np.empty(0, dtype=np.int64)
+
+
+def _help(text: str, default: object) -> object:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """The knobs of the serving policies (validated here, at the edge)."""
+
+    max_num_seqs: int = _help("requests in flight (per half for PSD with psd_capacity=double)", 256)
+    num_speculative_tokens: int = _help("k: draft tokens per request per step", 5)
+    k_schedule: tuple[tuple[int, int, int], ...] | None = _help(
+        "vLLM's num_speculative_tokens_per_batch_size: inclusive (start, end, k) batch-size ranges", None)
+    psd_capacity: str = _help("double: each PSD half holds max_num_seqs (published); split: halves share it", "double")
+    sd_drafter: str = _help("where SD's drafter runs: shared (the target's GPUs, as vLLM) or own (a GPU of its own)",
+                            "shared")
+    tetris_extra: int = _help("TETRIS extra proposals e (0 = off): draft k+e, verify a budget of the best prefixes", 0)
+    tetris_capacity: int = _help("TETRIS verification budget per full batch (0 = k x batch capacity)", 0)
+    max_num_batched_tokens: int | None = _help("prompt tokens one prefill step may take (None = no limit)", None)
+    kv_capacity_tokens: int | None = _help("target KV-cache size in tokens; admission waits when full (None = no limit)",
+                                           None)
+
+    def __post_init__(self) -> None:
+        _int_in(self.max_num_seqs, "max_num_seqs", 1, 1 << 20)
+        _int_in(self.num_speculative_tokens, "num_speculative_tokens", 1, 64)
+        require(self.psd_capacity in ("double", "split"), "psd_capacity", "must be double or split", self.psd_capacity)
+        require(self.sd_drafter in ("shared", "own"), "sd_drafter", "must be shared or own", self.sd_drafter)
+        _int_in(self.tetris_extra, "tetris_extra", 0, 16)
+        _int_in(self.tetris_capacity, "tetris_capacity", 0, 1 << 30)
+        if self.max_num_batched_tokens is not None:
+            _int_in(self.max_num_batched_tokens, "max_num_batched_tokens", 1, 1 << 30)
+        if self.kv_capacity_tokens is not None:
+            _int_in(self.kv_capacity_tokens, "kv_capacity_tokens", 1, 1 << 40)
+        if self.k_schedule is not None:
+            object.__setattr__(self, "k_schedule", normalize_k_schedule(self.k_schedule))
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+    @property
+    def max_draft_len(self) -> int:
+        """Most draft tokens any step proposes (k, or the schedule's largest k, plus TETRIS extras)."""
+        ks = [self.num_speculative_tokens] + ([k for *_, k in self.k_schedule] if self.k_schedule else [])
+        return min(max(ks), self.num_speculative_tokens) + self.tetris_extra
+
+
+def _int_in(v: object, name: str, lo: int, hi: int) -> None:
+    require(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and lo <= v <= hi, name,
+            f"must be an integer in [{lo}, {hi}]", v)
+
+
+def normalize_k_schedule(entries: object) -> tuple[tuple[int, int, int], ...]:
+    """Validate vLLM's ``num_speculative_tokens_per_batch_size``: sorted, non-overlapping, starting at 1."""
+    name = "k_schedule"
+    require(isinstance(entries, (list, tuple)) and len(entries) > 0, name,
+            "must be a non-empty list of (start, end, k) batch-size ranges", entries)
+    out = []
+    for e in entries:  # type: ignore[union-attr]
+        require(isinstance(e, (list, tuple)) and len(e) == 3 and all(isinstance(x, int) for x in e), name,
+                "each entry must be three integers (start, end, k)", e)
+        s, t, k = e
+        require(1 <= s <= t and 1 <= k <= 64, name, "each entry needs 1 <= start <= end and 1 <= k <= 64", e)
+        out.append((s, t, k))
+    out.sort()
+    require(out[0][0] == 1, name, "the first range must start at batch size 1", entries)
+    for (_, end, _), (start, _, _) in zip(out, out[1:]):
+        require(start > end, name, "ranges must not overlap", entries)
+    return tuple(out)
+
+
+def k_lookup(cfg: PolicyConfig, max_batch: int) -> np.ndarray:
+    """Dense batch size -> k table, as vLLM expands its schedule (gaps and tail carry the last k; capped at k)."""
+    table = np.full(max_batch + 1, cfg.num_speculative_tokens, dtype=np.int64)
+    if cfg.k_schedule:
+        last = None
+        for b in range(1, max_batch + 1):
+            for s, t, k in cfg.k_schedule:
+                if s <= b <= t:
+                    last = k
+                    break
+                if s > b:
+                    break
+            table[b] = min(cfg.num_speculative_tokens, last if last is not None else cfg.num_speculative_tokens)
+    return table
+
+
+class Policy:
+    """Shared bookkeeping. Subclasses implement :meth:`next_ops` and :meth:`_done`."""
+
+    name = "base"
+    #: Whether this policy runs a drafter at all.
+    speculative = False
+
+    def __init__(self, cfg: PolicyConfig, prompt_len: np.ndarray, output_len: np.ndarray) -> None:
+        self.cfg = cfg
+        self.prompt_len = np.asarray(prompt_len, dtype=np.int64)
+        self.output_len = np.asarray(output_len, dtype=np.int64)
+        require(len(self.prompt_len) == len(self.output_len), "requests", "prompt and output lengths must pair up")
+        require(bool(np.all(self.prompt_len >= 1)) and bool(np.all(self.output_len >= 1)), "requests",
+                "every prompt and output length must be >= 1")
+        self.generated = np.zeros(len(self.prompt_len), dtype=np.int64)
+        self.waiting: deque[int] = deque()
+        self.num_finished = 0
+        self.kv_used = 0
+        self.lookahead = cfg.max_draft_len if self.speculative else 0
+        self._k_table = k_lookup(cfg, max(1, 2 * cfg.max_num_seqs))
+        if cfg.kv_capacity_tokens is not None:
+            need = int((self.prompt_len + self.output_len).max()) + self.lookahead
+            require(need <= cfg.kv_capacity_tokens, "kv_capacity_tokens",
+                    f"must hold the longest request ({need} tokens with lookahead)", cfg.kv_capacity_tokens)
+
+    # ----------------------------------------------------------------- the interface
+    def arrive(self, ids: np.ndarray | list[int]) -> None:
+        """Requests enter the waiting queue (FIFO)."""
+        self.waiting.extend(int(i) for i in ids)
+
+    def next_ops(self, free: frozenset[str]) -> list[Op]:
+        """Ops to start now, given the resources that are free. Never two ops on one resource."""
+        raise NotImplementedError
+
+    def on_done(self, op: Op, result: OpResult) -> np.ndarray:
+        """Apply an op's outcome; returns the ids of requests that finished with it."""
+        return self._done(op, result)
+
+    def _done(self, op: Op, result: OpResult) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing waits and nothing runs."""
+        return not self.waiting and self.num_running == 0
+
+    @property
+    def num_running(self) -> int:
+        raise NotImplementedError
+
+    def uses_own_drafter_gpu(self) -> bool:
+        """Whether this policy needs a GPU for the drafter beside the target's GPUs."""
+        return False
+
+    # -------------------------------------------------------------- shared helpers
+    def k_for(self, batch_size: int) -> int:
+        return int(self._k_table[min(batch_size, len(self._k_table) - 1)])
+
+    def _reserve(self, rid: int) -> int:
+        return int(self.prompt_len[rid] + self.output_len[rid]) + self.lookahead
+
+    def admit(self, slots: int) -> np.ndarray:
+        """Take up to ``slots`` waiting requests, FIFO, within the KV and prefill-token budgets."""
+        cfg, out, tokens = self.cfg, [], 0
+        while self.waiting and len(out) < slots:
+            rid = self.waiting[0]
+            if cfg.kv_capacity_tokens is not None and self.kv_used + self._reserve(rid) > cfg.kv_capacity_tokens:
+                break
+            p = int(self.prompt_len[rid])
+            if cfg.max_num_batched_tokens is not None and out and tokens + p > cfg.max_num_batched_tokens:
+                break
+            self.waiting.popleft()
+            out.append(rid)
+            tokens += p
+            self.kv_used += self._reserve(rid)
+        return np.asarray(out, dtype=np.int64) if out else EMPTY
+
+    def prefilled(self, reqs: np.ndarray) -> np.ndarray:
+        """A prefill produced each request's first token. Returns the mask of requests still running."""
+        self.generated[reqs] = 1
+        return self._finish(reqs, self.generated[reqs] >= self.output_len[reqs])
+
+    def advance(self, reqs: np.ndarray, gained: np.ndarray) -> np.ndarray:
+        """Add ``gained`` tokens (capped at each output length). Returns the mask still running."""
+        g = np.minimum(self.generated[reqs] + gained, self.output_len[reqs])
+        self.generated[reqs] = g
+        return self._finish(reqs, g >= self.output_len[reqs])
+
+    def _finish(self, reqs: np.ndarray, done: np.ndarray) -> np.ndarray:
+        n = int(done.sum())
+        if n:
+            fin = reqs[done]
+            self.kv_used -= int((self.prompt_len[fin] + self.output_len[fin]).sum()) + n * self.lookahead
+            self.num_finished += n
+            assert self.kv_used >= 0, "KV accounting went negative"
+        return ~done
+
+    def prefill_ops(self, reqs: np.ndarray) -> list[Op]:
+        return [Op(PREFILL, TARGET, reqs)]
+
+    def draft_prefill_op(self, reqs: np.ndarray, resource: str = DRAFTER) -> Op:
+        return Op(DRAFT_PREFILL, resource, reqs)
+
+
+def tetris_lengths(confidence: np.ndarray, budget: int) -> np.ndarray:
+    """TETRIS selection: the ``budget`` most likely draft prefixes over the batch, as per-request lengths.
+
+    ``confidence[i, j]`` is request ``i``'s cumulative draft log-probability for a prefix of ``j + 1``
+    tokens (non-increasing in ``j``), so taking the global top ``budget`` entries takes a prefix of each
+    row. Ties break by position, then request order (stable).
+    """
+    n, m = confidence.shape
+    if budget >= n * m:
+        return np.full(n, m, dtype=np.int64)
+    # Sort by (-confidence, position, request): stable sort over position-major flattening.
+    flat = confidence.T.reshape(-1)  # position-major: all requests' position 0, then position 1, ...
+    order = np.argsort(-flat, kind="stable")[:budget]
+    req = order % n
+    return np.bincount(req, minlength=n).astype(np.int64)
+
+
+def check_policy_name(name: str, registry: dict) -> None:
+    if name not in registry:
+        raise InputError("policy", f"must be one of {', '.join(registry)}", name)
+
+
+def finite_or_none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else x

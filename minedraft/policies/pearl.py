@@ -1,0 +1,93 @@
+"""PEARL: pre-verify / post-verify speculation without a batch split (the published ``force_pearl`` mode).
+
+Every engine step the target verifies the whole running batch with the drafts made last step while the
+drafter, on a GPU of its own, drafts the next k tokens for every request as if all its pending drafts
+were accepted. Next step a request's drafts are valid when:
+
+- it checked k drafts and all k were accepted (the optimistic continuation holds), or
+- it had no valid drafts (it took a plain one-token decode inside the verify pass) and the drafter's
+  first fresh token equals the target's new token (a *probe*: the driver reports a match as
+  ``accepted = 1``).
+
+Otherwise its drafts are wasted and it probes again. This is the mode as its design intends; the
+published code checks the optimistic drafts one position off (see docs/architecture.md), which we do
+not reproduce. Capacity is max_num_seqs (no doubling); TETRIS is not combined with PEARL here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, VERIFY, Op, OpResult
+from minedraft.policies.base import EMPTY, Policy
+
+
+class PEARL(Policy):
+    name = "pearl"
+    speculative = True
+
+    def __init__(self, cfg, prompt_len, output_len) -> None:
+        super().__init__(cfg, prompt_len, output_len)
+        self.running = EMPTY
+        self.valid = np.zeros(len(self.prompt_len), dtype=bool)  # drafts ready for the next verify
+        self.draft_k = np.zeros(len(self.prompt_len), dtype=np.int64)
+        self.pending_prefill = EMPTY
+        self.outstanding = 0
+        self._verified: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running) + len(self.pending_prefill)
+
+    def uses_own_drafter_gpu(self) -> bool:
+        return True
+
+    def next_ops(self, free: frozenset[str]) -> list[Op]:
+        if self.outstanding:
+            return []
+        ops = self._plan()
+        self.outstanding = len(ops)
+        return ops
+
+    def _plan(self) -> list[Op]:
+        if len(self.pending_prefill):
+            return [Op(DRAFT_PREFILL, DRAFTER, self.pending_prefill, new_step=False)]
+        new = self.admit(self.cfg.max_num_seqs - self.num_running)
+        if len(new):
+            return [Op(PREFILL, TARGET, new)]
+        r = self.running
+        if not len(r):
+            return []
+        valid = self.valid[r]
+        lengths = np.where(valid, self.draft_k[r], 0)
+        k = self.k_for(len(r))
+        return [Op(VERIFY, TARGET, r, k=int(lengths.max()), lengths=lengths, probe=~valid),
+                Op(DRAFT, DRAFTER, r, k=k)]
+
+    def _done(self, op: Op, result: OpResult) -> np.ndarray:
+        self.outstanding -= 1
+        if op.kind == PREFILL:
+            alive = self.prefilled(op.reqs)
+            self.pending_prefill = op.reqs[alive]
+            return op.reqs[~alive]
+        if op.kind == DRAFT_PREFILL:
+            self.running = np.concatenate([self.running, op.reqs])
+            self.valid[op.reqs] = False
+            self.pending_prefill = EMPTY
+            return EMPTY
+        finished = EMPTY
+        if op.kind == VERIFY:
+            probe, lengths, acc = op.probe, op.verify_lengths, result.accepted
+            gained = np.where(probe, 1, 1 + acc)
+            ok = np.where(probe, acc >= 1, acc >= lengths)
+            alive = self.advance(op.reqs, gained)
+            self._verified = (op.reqs[alive], ok[alive])
+            finished = op.reqs[~alive]
+            self.running = op.reqs[alive]
+        else:
+            self._drafted_k = op.k
+        if self.outstanding == 0:
+            reqs, ok = self._verified
+            self.valid[reqs] = ok
+            self.draft_k[reqs] = self._drafted_k
+        return finished

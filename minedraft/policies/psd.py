@@ -1,0 +1,128 @@
+"""PSD: batch parallel speculative decoding (MineDraft). Two halves, the drafter on a GPU of its own.
+
+Each engine step verifies one half on the target with the drafts made for it last step while the drafter
+drafts the other half; both finish before the step ends (a barrier), then the halves swap. Per request:
+drafted, verified, drafted, ... The published schedule, which this follows:
+
+- capacity: ``psd_capacity="double"`` lets 2 x max_num_seqs requests run (published); ``"split"`` keeps
+  max_num_seqs in flight (equal concurrency with SD);
+- admission: newcomers join the half that was just verified (it is drafted next, and its finished
+  requests just left); before decoding starts, halves alternate;
+- prefill steps: target prefill, then drafter prefill, no overlap; drafts already made survive them;
+- no drafts yet (first decode step) or one half empty: the step degrades to sequential SD;
+- TETRIS: draft k + e; a half with at least its share of max_num_seqs verifies the best ``budget``
+  prefixes (selection runs on the drafter's GPU, hidden).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, VERIFY, Op, OpResult
+from minedraft.policies.base import EMPTY, Policy, tetris_lengths
+
+
+class PSD(Policy):
+    name = "psd"
+    speculative = True
+
+    def __init__(self, cfg, prompt_len, output_len) -> None:
+        super().__init__(cfg, prompt_len, output_len)
+        double = cfg.psd_capacity == "double"
+        self.capacity = 2 * cfg.max_num_seqs if double else cfg.max_num_seqs
+        self.half_capacity = cfg.max_num_seqs if double else max(1, cfg.max_num_seqs // 2)
+        self.halves = [EMPTY, EMPTY]
+        self.ready: int | None = None  # the half whose drafts are waiting to be verified
+        self.lengths: np.ndarray | None = None  # TETRIS verify lengths of the ready half
+        self.ready_k = 0
+        self.pending_prefill = EMPTY
+        self.pending_half = EMPTY  # the half each pending request joins
+        self.outstanding = 0  # ops of the current step still running (lockstep barrier)
+        self.step_drafted: int | None = None
+        self.warm = False  # decoding has started: admission follows the just-verified half
+
+    @property
+    def num_running(self) -> int:
+        return len(self.halves[0]) + len(self.halves[1]) + len(self.pending_prefill)
+
+    def uses_own_drafter_gpu(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ scheduling
+    def next_ops(self, free: frozenset[str]) -> list[Op]:
+        if self.outstanding:
+            return []
+        ops = self._plan()
+        self.outstanding = len(ops)
+        return ops
+
+    def _plan(self) -> list[Op]:
+        if len(self.pending_prefill):
+            return [Op(DRAFT_PREFILL, DRAFTER, self.pending_prefill, new_step=False)]
+        new = self.admit(self.capacity - self.num_running)
+        if len(new):
+            self.pending_half = self._assign_halves(len(new))
+            return [Op(PREFILL, TARGET, new)]
+        ops = []
+        if self.ready is not None:
+            v = self.ready
+            ops.append(Op(VERIFY, TARGET, self.halves[v], k=self.ready_k, batch_id=v, lengths=self.lengths))
+            d = 1 - v
+        else:  # nothing drafted yet: draft one half alone (sequential), the other joins next step
+            d = 0 if len(self.halves[0]) else 1
+        self.step_drafted = None
+        if len(self.halves[d]):
+            k = self.k_for(len(self.halves[d])) + self.cfg.tetris_extra
+            ops.append(Op(DRAFT, DRAFTER, self.halves[d], k=k, batch_id=d))
+            self.step_drafted = d
+        return ops
+
+    def _assign_halves(self, n: int) -> np.ndarray:
+        if self.warm:  # join the half that was just verified: the one not holding drafts
+            target = 1 - self.ready if self.ready is not None else self._smaller_half()
+            return np.full(n, target, dtype=np.int64)
+        # warm-up: alternate, starting from the smaller half
+        first = self._smaller_half()
+        return (first + np.arange(n)) % 2
+
+    def _smaller_half(self) -> int:
+        return 0 if len(self.halves[0]) <= len(self.halves[1]) else 1
+
+    # ------------------------------------------------------------------- outcomes
+    def _done(self, op: Op, result: OpResult) -> np.ndarray:
+        self.outstanding -= 1
+        finished = EMPTY
+        if op.kind == PREFILL:
+            alive = self.prefilled(op.reqs)
+            self.pending_prefill, self.pending_half = op.reqs[alive], self.pending_half[alive]
+            finished = op.reqs[~alive]
+        elif op.kind == DRAFT_PREFILL:
+            for h in (0, 1):
+                self.halves[h] = np.concatenate([self.halves[h], op.reqs[self.pending_half == h]])
+            self.pending_prefill, self.pending_half = EMPTY, EMPTY
+        elif op.kind == DRAFT:
+            self.next_lengths, self.next_k = self._tetris(op, result), op.k
+        else:  # VERIFY: the ready half advances and is drafted next
+            alive = self.advance(op.reqs, 1 + result.accepted)
+            self.halves[op.batch_id] = op.reqs[alive]
+            finished = op.reqs[~alive]
+            self.warm = True
+        if self.outstanding == 0 and op.kind in (DRAFT, VERIFY):
+            self._end_step()
+        return finished
+
+    def _end_step(self) -> None:
+        d = self.step_drafted
+        self.ready = d
+        if d is not None:
+            self.lengths = self.next_lengths
+            self.ready_k = self.next_k
+        else:
+            self.lengths = None
+
+    def _tetris(self, op: Op, result: OpResult) -> np.ndarray | None:
+        cfg = self.cfg
+        if not cfg.tetris_extra or op.size < self.half_capacity or result.confidence is None:
+            return None
+        budget = cfg.tetris_capacity or (op.k - cfg.tetris_extra) * self.half_capacity
+        return tetris_lengths(result.confidence, budget)

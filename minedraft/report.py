@@ -1,0 +1,55 @@
+"""Tables and comparison lines shared by the CLIs (Rich)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from minedraft.policies import PolicyConfig
+
+
+def in_flight(policy: str, cfg: PolicyConfig) -> int:
+    """Requests a policy keeps in flight at most."""
+    return 2 * cfg.max_num_seqs if policy == "psd" and cfg.psd_capacity == "double" else cfg.max_num_seqs
+
+
+def basis_line(results: list[dict], cfg: PolicyConfig) -> str:
+    """Name the comparison basis: same max_num_seqs always; say whether concurrency and GPUs match."""
+    names = [r["policy"] for r in results]
+    flight = {n: in_flight(n, cfg) for n in names}
+    gpus = {r["policy"]: r["num_gpus"] for r in results}
+    parts = [f"same max_num_seqs={cfg.max_num_seqs}"]
+    if len(set(flight.values())) == 1:
+        parts.append(f"same concurrency ({next(iter(flight.values()))} in flight)")
+    else:
+        parts.append("concurrency differs (" + ", ".join(f"{n} {v}" for n, v in flight.items())
+                     + f" in flight; psd_capacity={cfg.psd_capacity})")
+    if len(set(gpus.values())) == 1:
+        parts.append(f"same GPUs ({next(iter(gpus.values()))})")
+    else:
+        parts.append("GPUs differ (" + ", ".join(f"{n} {v}" for n, v in gpus.items()) + "; tok/s/GPU normalises)")
+    return "Basis: " + "; ".join(parts)
+
+
+def _f(v: object, fmt: str) -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def results_table(results: list[dict], title: str | None = None) -> Table:
+    """One row per policy; speedup is output throughput over the first row's."""
+    t = Table(title=title, title_justify="left")
+    cols = ["policy", "out tok/s", "tok/s/GPU", "req/s", "E2E mean s", "E2E p99 s", "TTFT ms", "TPOT ms",
+            "accept len", "target busy", "speedup"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "policy" else "right")
+    base = results[0]["output_throughput"] if results else 0
+    for r in results:
+        e2e, e2e99 = r["mean_e2el_ms"], r["p99_e2el_ms"]
+        t.add_row(
+            r["policy"], _f(r["output_throughput"], ",.0f"), _f(r["output_throughput_per_gpu"], ",.0f"),
+            _f(r["request_throughput"], ".2f"), _f(e2e / 1e3 if e2e is not None else None, ".2f"),
+            _f(e2e99 / 1e3 if e2e99 is not None else None, ".2f"), _f(r["mean_ttft_ms"], ",.0f"),
+            _f(r["mean_tpot_ms"], ".2f"), _f(r["mean_acceptance_length"], ".2f"),
+            _f(100 * r["target_busy_fraction"], ".0f") + "%",
+            _f(r["output_throughput"] / base if base else None, ".2f") + "x",
+        )
+    return t
