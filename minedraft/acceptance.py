@@ -8,8 +8,9 @@ satisfies ``P(A >= j) = rates[j - 1]``.
 
 A curve may carry per-request heterogeneity: each request draws its own geometric acceptance
 probability from ``Beta(mean * c, (1 - mean) * c)`` (``c`` the concentration). The population curve is
-then the Beta moments ``rates[i] = E[alpha ** (i + 1)]``, so the mean acceptance length is unchanged by
-how requests are mixed; what changes is the variance across requests (and what TETRIS can exploit).
+then the Beta moments ``rates[i] = E[alpha ** (i + 1)]``: averaged over requests, acceptance follows
+``rates``. Averaged over verification steps (vLLM's mean acceptance length) it is lower, because hard
+requests need more steps; TETRIS can exploit the spread.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.table import Table
 
 from minedraft.policies import PolicyConfig
@@ -37,8 +38,8 @@ def _f(v: object, fmt: str) -> str:
 def results_table(results: list[dict], title: str | None = None) -> Table:
     """One row per policy; speedup is output throughput over the first row's."""
     t = Table(title=title, title_justify="left")
-    cols = ["policy", "out tok/s", "tok/s/GPU", "req/s", "E2E mean s", "E2E p99 s", "TTFT ms", "TPOT ms",
-            "accept len", "target busy", "speedup"]
+    cols = ["policy", "out tok/s", "tok/s/GPU", "req/s", "E2E s", "E2E p99 s", "TTFT ms", "TPOT ms",
+            "acc len", "tgt busy", "speedup"]
     for c in cols:
         t.add_column(c, justify="left" if c == "policy" else "right")
     base = results[0]["output_throughput"] if results else 0
@@ -53,3 +54,9 @@ def results_table(results: list[dict], title: str | None = None) -> Table:
             _f(r["output_throughput"] / base if base else None, ".2f") + "x",
         )
     return t
+
+
+def console() -> Console:
+    """A console that does not squeeze tables when output goes to a file or pipe."""
+    c = Console()
+    return c if c.is_terminal else Console(width=max(c.width, 130))

@@ -61,6 +61,7 @@ class Trace:
     op_reqs: list[np.ndarray] | None = None
     op_row_accepted: list[np.ndarray | None] | None = None
     op_row_lengths: list[np.ndarray | None] | None = None
+    op_row_probe: list[np.ndarray | None] | None = None
     tokens_per_step: list[list[int]] | None = None
 
     @property
@@ -87,6 +88,9 @@ class Trace:
                 lens = self.op_row_lengths[i] if self.op_row_lengths else None
                 if lens is not None:
                     rec["verify_lengths"] = lens.tolist()
+                probe = self.op_row_probe[i] if self.op_row_probe else None
+                if probe is not None:
+                    rec["probe"] = probe.tolist()
             elif OP_KINDS[self.op_kind[i]] == VERIFY:
                 rec["accepted_total"] = int(self.op_accepted[i])
             yield rec
@@ -117,10 +121,13 @@ class TraceRecorder:
         self.op_reqs: list[np.ndarray] = []
         self.row_acc: list[np.ndarray | None] = []
         self.row_len: list[np.ndarray | None] = []
+        self.row_probe: list[np.ndarray | None] = []
         self.gains: list[tuple[np.ndarray, np.ndarray]] = []
 
     def op(self, op: Op, t0: float, t1: float, accepted: np.ndarray | None = None,
-           finished: np.ndarray | None = None, gained: np.ndarray | None = None) -> None:
+           finished: np.ndarray | None = None, gained: np.ndarray | None = None,
+           totals: tuple[int, int] | None = None) -> None:
+        """Record one op. ``totals`` = (accepted, drafted rows) when only totals are known (no rows)."""
         c = self.cols
         c["kind"].append(KIND_CODE[op.kind])
         c["res"].append(RES_CODE[op.resource])
@@ -148,6 +155,8 @@ class TraceRecorder:
                 # reached[j] = checks with a position j; hit[j] = checks whose position j was accepted
                 self.pos_drafts[:m] += np.bincount(ln, minlength=m + 1)[::-1].cumsum()[::-1][1:m + 1]
                 self.pos_accepted[:m] += np.bincount(a, minlength=m + 1)[::-1].cumsum()[::-1][1:m + 1]
+        if totals is not None:
+            acc_sum, rows = totals
         c["acc"].append(acc_sum)
         c["rows"].append(rows)
         if finished is not None and len(finished):
@@ -156,6 +165,7 @@ class TraceRecorder:
             self.op_reqs.append(reqs)
             self.row_acc.append(accepted if op.kind == VERIFY else None)
             self.row_len.append(op.lengths if op.kind == VERIFY else None)
+            self.row_probe.append(op.probe if op.kind == VERIFY else None)
             if gained is not None:
                 self.gains.append((reqs, gained))
 
@@ -180,7 +190,8 @@ class TraceRecorder:
             op_drafted_rows=np.asarray(c["rows"], np.int64), pos_drafts=self.pos_drafts,
             pos_accepted=self.pos_accepted, config=config or {},
             op_reqs=self.op_reqs if self.details else None, op_row_accepted=self.row_acc if self.details else None,
-            op_row_lengths=self.row_len if self.details else None, tokens_per_step=tps)
+            op_row_lengths=self.row_len if self.details else None,
+            op_row_probe=self.row_probe if self.details else None, tokens_per_step=tps)
 
 
 # ---------------------------------------------------------------------- writing and reading JSONL
@@ -261,6 +272,7 @@ def from_minedraft(line: dict) -> Iterator[dict]:
                "batch_id": 0, "k": int(s.get("proposed_len") or 0), "t_start": (start - t0) / 1e6,
                "t_end": (end - t0) / 1e6, "size": len(s.get("batched_requests") or []),
                "accepted_total": int(s.get("accepted_num") or 0), "verify_len": int(s.get("verify_len") or 0),
+               "drafted_rows": int(s.get("match_count", len(s.get("batched_requests") or []))),
                "generated": int(s.get("generated_num") or 0), "parallel": bool(s.get("is_parallelised")),
                "measured_draft_time": s.get("measured_draft_time"),
                "measured_target_time": s.get("measured_target_time")}
@@ -297,37 +309,44 @@ def trace_from_records(records: Iterable[dict]) -> dict[str, Trace]:
                 arr[k][rid] = np.nan if v is None else float(v)
             for k in lens:
                 lens[k][rid] = int(r.get(k) or 0)
-        steps = np.zeros(n, dtype=np.int64)
         rec = TraceRecorder(n)
-        for o in ops:
-            kind = o.get("op")
-            if kind not in KIND_CODE:
-                continue
-            ids = np.asarray(o.get("request_ids") or [], dtype=np.int64)
-            if kind in (DECODE, VERIFY) and len(ids):
-                steps[ids[ids < n]] += 1
-            c = rec.cols
-            c["kind"].append(KIND_CODE[kind])
-            c["res"].append(RES_CODE.get(o.get("resource"), 0))
-            c["bid"].append(int(o.get("batch_id", 0)))
-            c["size"].append(int(o.get("size", len(ids))))
-            c["k"].append(int(o.get("k", 0)))
-            c["t0"].append(float(o["t_start"]))
-            c["t1"].append(float(o["t_end"]))
-            acc = o.get("accepted")
-            if acc is not None:
-                c["acc"].append(int(sum(acc)))
-                lengths = o.get("verify_lengths") or [int(o.get("k", 0))] * len(acc)
-                c["rows"].append(sum(1 for x in lengths if x > 0))
-            else:
-                c["acc"].append(int(o.get("accepted_total", 0)))
-                c["rows"].append(int(o.get("size", len(ids))) if kind == VERIFY and int(o.get("k", 0)) > 0 else 0)
+        for i, o in enumerate(ops):
+            try:
+                _replay_op(rec, o, n)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InputError("trace", f"op record {i} of policy {pol!r} is malformed ({exc.__class__.__name__})",
+                                 {k: o.get(k) for k in ("op", "t_start", "t_end")}) from None
         header = slot["header"]
         t = rec.build(pol, int(header.get("num_gpus") or 1), arr["arrival"], lens["prompt_len"],
                       lens["output_len"], header.get("config") or {})
-        t.first_token, t.finish, t.steps = arr["first_token"], arr["finish"], steps
+        t.first_token, t.finish = arr["first_token"], arr["finish"]
         out[pol] = t
     return out
+
+
+def _replay_op(rec: TraceRecorder, o: dict, n: int) -> None:
+    kind = o.get("op")
+    if kind not in KIND_CODE:
+        return
+    ids = np.asarray(o.get("request_ids") or [], dtype=np.int64)
+    if len(ids) and (ids.min() < 0 or ids.max() >= n):
+        raise ValueError("request id without a request record")
+    k = int(o.get("k", 0))
+    lengths = o.get("verify_lengths")
+    probe = o.get("probe")
+    op = Op(kind, o.get("resource") if o.get("resource") in RES_CODE else TARGET, ids, k=k,
+            batch_id=int(o.get("batch_id", 0)),
+            lengths=np.asarray(lengths, dtype=np.int64) if lengths is not None else None,
+            probe=np.asarray(probe, dtype=bool) if probe is not None else None)
+    acc = o.get("accepted")
+    totals = None
+    if acc is None or len(acc) != len(ids):
+        acc = None
+        rows = int(o.get("drafted_rows", o.get("size", len(ids)))) if kind == VERIFY and k > 0 else 0
+        totals = (int(o.get("accepted_total", 0)), rows)
+    rec.op(op, float(o["t_start"]), float(o["t_end"]),
+           np.asarray(acc, dtype=np.int64) if acc is not None else None, totals=totals)
+    rec.cols["size"][-1] = int(o.get("size", len(ids)))
 
 
 DRAFT_KINDS = (DRAFT, DRAFT_PREFILL)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from minedraft.cli import common
 from minedraft.metrics import RESULT_KEYS
 from minedraft.policies import POLICIES
-from minedraft.report import basis_line, results_table
+from minedraft.report import basis_line, console, results_table
 from minedraft.simulator.run import Comparison
 from minedraft.trace import TraceWriter
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(json_out, "w") as fh:
                 fh.write(text + "\n")
     if not a.quiet and json_out != "-":
-        console = Console()
+        out = console()
         t = timing
         where = (f"{t['target']} TP{t['tensor_parallel_size']} + {t['draft']} on {t['gpu']}, {t['latency_model']}"
                  if t["latency_model"] != "constant" else
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         curve_txt = curve.source if curve else "none"
         lens = f"input {wl.describe()['input_len']}, output {wl.describe()['output_len']}"
         arrivals = "offline" if wl.offline else f"{wl.describe()['request_rate']} req/s"
-        console.print(f"[bold]minedraft-sim[/]  {where}; k={cfg.num_speculative_tokens}, acceptance {curve_txt}; "
+        out.print(f"[bold]minedraft-sim[/]  {where}; k={cfg.num_speculative_tokens}, acceptance {curve_txt}; "
                       f"{wl.num_prompts} prompts {arrivals}, {lens}")
-        console.print(results_table(results))
-        console.print(config["basis"])
+        out.print(results_table(results))
+        out.print(config["basis"])
     return 0
 
 
