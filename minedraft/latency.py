@@ -5,6 +5,8 @@ prompts). Fixed per-step costs that are not a forward pass (scheduling, sampling
 draft<->target transfers) live in :class:`minedraft.costs.StepCosts`, apart from kernel time, as in Vidur.
 
 - :class:`Constant` — every forward takes the same time (the simulator's hand-checkable mode);
+- :class:`Affine` — ``a + beta * batch * new_tokens``: a fixed cost plus a cost per token in the forward
+  (the theory's batch-dependent step-time model; the simulator runs it too);
 - :class:`Roofline` — max(FLOPs / peak, bytes / bandwidth) plus a per-forward floor, from a model shape,
   a GPU spec and a tensor-parallel size (uncalibrated: efficiencies and floors are defaults);
 - :class:`Table` — interpolates a measured :class:`LatencyProfile` (written by calibration).
@@ -63,12 +65,36 @@ class Constant(LatencyModel):
 
 
 @dataclass(frozen=True, slots=True)
+class Affine(LatencyModel):
+    """``T(b, n) = fixed_s + per_token_s * b * n``: a batch-independent part plus a part per token.
+
+    ``b`` sequences with ``n`` new tokens each; the cached context is ignored. A prompt forward is the
+    same line over ``b * prompt_len`` tokens. ``per_token_s = 0`` is :class:`Constant`.
+    """
+
+    fixed_s: float
+    per_token_s: float
+
+    def __post_init__(self) -> None:
+        for f in ("fixed_s", "per_token_s"):
+            v = getattr(self, f)
+            require(math.isfinite(v) and v >= 0, f, "must be a finite time >= 0", v)
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return f"affine {self.fixed_s * 1e3:g} ms + {self.per_token_s * 1e6:g} us/token"
+
+    def forward_time(self, batch: int, new_tokens: float, context_len: float) -> float:
+        return self.fixed_s + self.per_token_s * batch * new_tokens
+
+
+@dataclass(frozen=True, slots=True)
 class Roofline(LatencyModel):
     """Analytic step time of a transformer on a GPU, split ``tp`` ways by tensor parallelism.
 
     ``time = max(FLOPs / (peak * flop_efficiency), bytes / (bandwidth * bandwidth_efficiency))
-    + floor_s + floor_per_layer_s * layers + all-reduce time``. Bytes count weights (read once per
-    forward), KV-cache reads and writes, activations and logits; FLOPs count matmuls, attention and the
+    + floor_s + floor_per_layer_s * layers + per_seq_s * batch + all-reduce time``. Bytes count weights
+    (read once per forward), KV-cache reads and writes, activations and logits; FLOPs count matmuls, attention and the
     LM head at the positions that need logits. With ``tp > 1`` each layer does two all-reduces of the
     activations (ring: ``2 (tp - 1) / tp`` of the bytes over the GPU link, plus a latency each).
     """
@@ -81,6 +107,8 @@ class Roofline(LatencyModel):
     floor_s: float = 50e-6
     floor_per_layer_s: float = 15e-6
     allreduce_latency_s: float = 8e-6
+    #: Host-side cost per sequence in the batch (input preparation, sampling); fitted by calibration.
+    per_seq_s: float = 0.0
 
     def __post_init__(self) -> None:
         require(isinstance(self.tp, int) and self.tp >= 1, "tensor_parallel_size", "must be an integer >= 1", self.tp)
@@ -113,7 +141,7 @@ class Roofline(LatencyModel):
         byte_total = weight_bytes + kv_bytes + act_bytes + logit_bytes
         t = max(flops / (self.gpu.bf16_flops * self.flop_efficiency),
                 byte_total / (self.gpu.hbm_bytes_per_s * self.bandwidth_efficiency))
-        t += self.floor_s + self.floor_per_layer_s * m.num_layers
+        t += self.floor_s + self.floor_per_layer_s * m.num_layers + self.per_seq_s * batch
         if tp > 1:
             ar_bytes = tokens * m.hidden_size * dt
             t += 2 * m.num_layers * (self.allreduce_latency_s + 2 * (tp - 1) / tp * ar_bytes / self.gpu.link_bytes_per_s)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from minedraft.errors import MAX_INPUT_BYTES, InputError, require
-from minedraft.ops import DECODE, DRAFT, DRAFT_PREFILL, DRAFTER, OP_KINDS, PREFILL, RESOURCES, TARGET, VERIFY, Op
+from minedraft.ops import DECODE, OP_KINDS, PREFILL, RESOURCES, TARGET, VERIFY, Op
 
 SCHEMA = "minedraft.trace/1"
 KIND_CODE = {k: i for i, k in enumerate(OP_KINDS)}
@@ -348,7 +348,3 @@ def _replay_op(rec: TraceRecorder, o: dict, n: int) -> None:
            np.asarray(acc, dtype=np.int64) if acc is not None else None, totals=totals)
     rec.cols["size"][-1] = int(o.get("size", len(ids)))
 
-
-DRAFT_KINDS = (DRAFT, DRAFT_PREFILL)
-__all__ = ["DRAFTER", "DRAFT_KINDS", "SCHEMA", "Trace", "TraceRecorder", "TraceWriter", "read_records",
-           "trace_from_records"]

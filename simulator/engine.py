@@ -17,7 +17,7 @@ import simpy
 
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.costs import StepCosts
-from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, RESOURCES, VERIFY, Op, OpResult
+from minedraft.ops import DRAFT, DRAFT_PREFILL, PREFILL, RESOURCES, VERIFY, Op, OpResult
 from minedraft.policies import POLICIES, PolicyConfig
 from minedraft.trace import Trace, TraceRecorder
 from minedraft.workload import Requests
@@ -140,5 +140,3 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
     return rec.build(policy_name, target_gpus + (1 if cross else 0), arrival, prompt_len, requests.output_len,
                      config)
 
-
-__all__ = ["DRAFTER", "SimulationStuck", "simulate"]

@@ -8,14 +8,13 @@ invariant checks; each policy file only decides which ops come next.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from minedraft.errors import InputError, require
-from minedraft.ops import DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, Op, OpResult
+from minedraft.errors import require
+from minedraft.ops import Op, OpResult
 
 EMPTY = np.empty(0, dtype=np.int64)
 
@@ -203,12 +202,6 @@ class Policy:
             assert self.kv_used >= 0, "KV accounting went negative"
         return ~done
 
-    def prefill_ops(self, reqs: np.ndarray) -> list[Op]:
-        return [Op(PREFILL, TARGET, reqs)]
-
-    def draft_prefill_op(self, reqs: np.ndarray, resource: str = DRAFTER) -> Op:
-        return Op(DRAFT_PREFILL, resource, reqs)
-
 
 def tetris_lengths(confidence: np.ndarray, budget: int) -> np.ndarray:
     """TETRIS selection: the ``budget`` most likely draft prefixes over the batch, as per-request lengths.
@@ -226,11 +219,3 @@ def tetris_lengths(confidence: np.ndarray, budget: int) -> np.ndarray:
     req = order % n
     return np.bincount(req, minlength=n).astype(np.int64)
 
-
-def check_policy_name(name: str, registry: dict) -> None:
-    if name not in registry:
-        raise InputError("policy", f"must be one of {', '.join(registry)}", name)
-
-
-def finite_or_none(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else x
