@@ -300,7 +300,10 @@ def trace_from_records(records: Iterable[dict]) -> dict[str, Trace]:
     out = {}
     for pol, slot in by_policy.items():
         ops, reqs = slot["ops"], slot["reqs"]
-        n = (max(reqs) + 1) if reqs else 0
+        # size by requests *and* op rows: a killed run's ops name requests that never finished
+        op_ids = [max(o["request_ids"]) for o in ops if isinstance(o.get("request_ids"), list) and o["request_ids"]
+                  and all(isinstance(x, int) for x in o["request_ids"])]
+        n = max([max(reqs) + 1 if reqs else 0, *(i + 1 for i in op_ids)])
         arr = {k: np.full(n, np.nan) for k in ("arrival", "first_token", "finish")}
         lens = {k: np.zeros(n, dtype=np.int64) for k in ("prompt_len", "output_len")}
         for rid, r in reqs.items():

@@ -119,3 +119,13 @@ def test_reads_published_minedraft_traces(tmp_path):
     m = compute_metrics(tr)
     assert m["completed"] == 2 and m["makespan_s"] == pytest.approx(2.5)
     assert m["mean_acceptance_length"] == pytest.approx(1 + 4 / 2)
+
+
+def test_killed_trace_counts_only_finished_requests(tmp_path):
+    tr = _run("sd")
+    recs = list(tr.records())
+    kept = [r for r in recs if not (r["type"] == "request" and r["request_id"] % 3 == 0)]
+    back = trace_from_records(kept)["sd"]
+    m = compute_metrics(back)
+    assert m["completed"] == sum(1 for r in kept if r["type"] == "request")
+    assert len(back.arrival) == len(tr.arrival)  # ops still name every request
