@@ -29,7 +29,11 @@ DEFAULT_ALPHA = "0.7"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit status 2."""
+    """argparse with one-line errors, exit status 2, and no prefix abbreviations (``--h`` is an error)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         m = re.match(r"argument ([^:]+): (.*)", message)
