@@ -1,7 +1,29 @@
-"""minedraft.theory: closed forms for AR, SD, PSD and PEARL; expected steps; bounds and optimal k."""
+"""minedraft.theory: closed forms for AR, SD, PSD and PEARL; expected steps; bounds and optimal k.
 
-from minedraft.theory.constant import offline_makespan, steady_throughput, step_period
-from minedraft.theory.steps import accepted_pmf, expected_steps, pearl_expected_steps, pearl_tokens_per_step
+See docs/theory.md. Entry points: :func:`serving.steady` / :func:`serving.offline` (any step-time model),
+:func:`compare.compare` (ratios on a comparison basis), :mod:`reduction` (the >= 37% readings),
+:mod:`optimal_k`, :mod:`load` (Poisson arrivals) and :func:`summary.report` (what ``minedraft-theory`` prints).
+"""
 
-__all__ = ["accepted_pmf", "expected_steps", "offline_makespan", "pearl_expected_steps", "pearl_tokens_per_step",
-           "steady_throughput", "step_period"]
+from minedraft.theory.compare import BASES, Versus, compare
+from minedraft.theory.constant import (
+           offline_makespan,
+           steady_throughput,
+           step_period,
+           symbolic_forms,
+)
+from minedraft.theory.load import crossover_rate, e2e_under_load, max_rate
+from minedraft.theory.optimal_k import free_k, k_schedule, optimal_k
+from minedraft.theory.serving import Offline, Setup, Steady, offline, steady
+from minedraft.theory.steps import (
+           accepted_pmf,
+           expected_steps,
+           pearl_expected_steps,
+           pearl_tokens_per_step,
+)
+from minedraft.theory.summary import report
+
+__all__ = ["BASES", "Offline", "Setup", "Steady", "Versus", "accepted_pmf", "compare", "crossover_rate",
+           "e2e_under_load", "expected_steps", "free_k", "k_schedule", "max_rate", "offline", "offline_makespan",
+           "optimal_k", "pearl_expected_steps", "pearl_tokens_per_step", "report", "steady", "steady_throughput",
+           "step_period", "symbolic_forms"]

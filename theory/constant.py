@@ -15,17 +15,19 @@ Steady-state throughput = requests advanced x tokens per request-step / period. 
 (N / slots) x m(L - 1) x (slot period), where a slot is a place in the running set and its period the
 time between two steps of the request in it; this ignores only the drain at the end (the last
 requests do not all finish together), a relative error of order sqrt(M / N).
-Step durations come from :class:`minedraft.costs.StepCosts`, the simulator's one source of step times.
+Step durations come from :class:`minedraft.costs.StepCosts`, the simulator's one source of step times;
+the general forms (any step-time model) live in :mod:`minedraft.theory.serving`, which these call.
+:func:`symbolic_forms` states the same closed forms in sympy (with overhead ``o`` and transfer ``tau``).
 """
 
 from __future__ import annotations
 
-import math
+import sympy as sp
+from minedraft.theory.serving import Setup, offline, steady
 
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.costs import StepCosts
 from minedraft.ops import DECODE, DRAFT, VERIFY
-from minedraft.theory.steps import expected_steps, pearl_expected_steps, pearl_tokens_per_step
 
 
 def step_period(policy: str, costs: StepCosts, k: int, batch: int = 1, context_len: float = 0.0) -> float:
@@ -42,34 +44,39 @@ def step_period(policy: str, costs: StepCosts, k: int, batch: int = 1, context_l
     raise ValueError(f"unknown policy {policy!r}")
 
 
-def _slots_and_cycle(policy: str, costs: StepCosts, k: int, max_num_seqs: int, psd_capacity: str) -> tuple[int, float]:
-    """Requests in flight and the time between two steps of one request."""
-    period = step_period(policy, costs, k)
-    if policy == "psd":
-        half = max_num_seqs if psd_capacity == "double" else max_num_seqs // 2
-        return 2 * half, 2 * period
-    return max_num_seqs, period
-
-
 def steady_throughput(policy: str, curve: AcceptanceCurve | None, k: int, max_num_seqs: int, costs: StepCosts,
                       psd_capacity: str = "double") -> float:
     """Output tokens per second with a full running set."""
-    slots, cycle = _slots_and_cycle(policy, costs, k, max_num_seqs, psd_capacity)
-    if policy == "ar":
-        per_step = 1.0
-    elif policy == "pearl":
-        per_step = pearl_tokens_per_step(curve, k)
-    else:
-        per_step = curve.expected_tokens(k)
-    return slots * per_step / cycle
+    return steady(policy, Setup(curve, costs, max_num_seqs, psd_capacity), k).throughput
 
 
 def offline_makespan(policy: str, curve: AcceptanceCurve | None, k: int, max_num_seqs: int, costs: StepCosts,
                      num_requests: int, output_len: int, psd_capacity: str = "double") -> float:
     """Expected makespan of ``num_requests`` offline requests of ``output_len`` tokens (drain ignored)."""
-    slots, cycle = _slots_and_cycle(policy, costs, k, max_num_seqs, psd_capacity)
-    n = output_len - 1
-    if policy == "ar":
-        return math.ceil(num_requests / slots) * n * cycle
-    steps = pearl_expected_steps(curve, k, n) if policy == "pearl" else expected_steps(curve, k, n)
-    return num_requests / slots * steps * cycle
+    return offline(policy, Setup(curve, costs, max_num_seqs, psd_capacity), k, num_requests, output_len).makespan_s
+
+
+# ----------------------------------------------------------------------------------- sympy forms
+X, Y, o, tau, M, E = sp.symbols("X Y o tau M E", positive=True)
+ks = sp.Symbol("k", positive=True, integer=True)
+
+
+def symbolic_forms() -> dict[str, dict[str, sp.Expr]]:
+    """Constant-mode throughput (tokens/s) and per-token latency per policy, as sympy expressions.
+
+    ``E`` is ``E[1 + A]`` (PEARL: its own tokens per step), ``M`` max_num_seqs, ``o`` the per-step
+    overhead, ``tau`` one draft<->target transfer. SD's drafter shares the target's GPUs (no transfer);
+    ``sd_own`` has it on a GPU of its own; ``psd_split`` keeps max_num_seqs in flight.
+    """
+    d, v = ks * X, Y
+    cyc = {
+        "ar": o + Y,
+        "sd": o + d + v,
+        "sd_own": o + d + v + 2 * tau,
+        "psd": 2 * (o + sp.Max(v, d) + tau),
+        "psd_split": 2 * (o + sp.Max(v, d) + tau),
+        "pearl": o + sp.Max(v, d) + tau,
+    }
+    slots = {"ar": M, "sd": M, "sd_own": M, "psd": 2 * M, "psd_split": M, "pearl": M}
+    per = {p: (1 if p == "ar" else E) for p in cyc}
+    return {p: {"throughput": slots[p] * per[p] / cyc[p], "tpot": cyc[p] / per[p], "cycle": cyc[p]} for p in cyc}

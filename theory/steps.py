@@ -25,12 +25,17 @@ def accepted_pmf(curve: AcceptanceCurve, k: int) -> np.ndarray:
 
 def expected_steps(curve: AcceptanceCurve, k: int, tokens: int) -> float:
     """Expected verifications for a request to gain ``tokens`` tokens with ``k`` drafts per step."""
+    return float(steps_table(curve, k, tokens)[tokens])
+
+
+def steps_table(curve: AcceptanceCurve, k: int, tokens: int) -> np.ndarray:
+    """``m(0..tokens)``: the renewal recursion's whole table (one pass serves every length)."""
     pmf = accepted_pmf(curve, k)
     m = np.zeros(tokens + 1)
     for j in range(1, tokens + 1):
         idx = np.maximum(j - 1 - np.arange(k + 1), 0)
         m[j] = 1.0 + pmf @ m[idx]
-    return float(m[tokens])
+    return m
 
 
 def pearl_expected_steps(curve: AcceptanceCurve, k: int, tokens: int) -> float:
@@ -39,6 +44,11 @@ def pearl_expected_steps(curve: AcceptanceCurve, k: int, tokens: int) -> float:
     Two states per request: ``V`` (valid drafts: gains ``1 + A``, stays valid iff ``A = k``) and ``I``
     (a probe: gains 1, becomes valid with probability ``r[0]``). See ``minedraft/policies/pearl.py``.
     """
+    return float(pearl_steps_table(curve, k, tokens)[tokens])
+
+
+def pearl_steps_table(curve: AcceptanceCurve, k: int, tokens: int) -> np.ndarray:
+    """PEARL's ``m_I(0..tokens)`` (a request starts without valid drafts)."""
     pmf = accepted_pmf(curve, k)
     p = curve.rates[0]
     mi, mv = np.zeros(tokens + 1), np.zeros(tokens + 1)
@@ -46,7 +56,7 @@ def pearl_expected_steps(curve: AcceptanceCurve, k: int, tokens: int) -> float:
         mi[j] = 1.0 + p * mv[j - 1] + (1 - p) * mi[j - 1]
         idx = np.maximum(j - 1 - np.arange(k + 1), 0)
         mv[j] = 1.0 + pmf[:k] @ mi[idx[:k]] + pmf[k] * mv[idx[k]]
-    return float(mi[tokens])
+    return mi
 
 
 def pearl_tokens_per_step(curve: AcceptanceCurve, k: int) -> float:
@@ -57,3 +67,90 @@ def pearl_tokens_per_step(curve: AcceptanceCurve, k: int) -> float:
     p, q = curve.rates[0], curve.rates[k - 1]
     pi_v = p / (p + 1 - q) if p + 1 - q > 0 else 1.0
     return pi_v * curve.expected_tokens(k) + (1 - pi_v)
+
+
+def steps_second_moment(curve: AcceptanceCurve, k: int, tokens: int) -> float:
+    """``E[N^2]`` for the number of verifications ``N`` to gain ``tokens`` tokens."""
+    return float(second_moment_table(curve, k, tokens)[tokens])
+
+
+def second_moment_table(curve: AcceptanceCurve, k: int, tokens: int) -> np.ndarray:
+    """``E[N(0..tokens)^2]``: ``N(n) = 1 + N(n - 1 - A)``, so ``E[N(n)^2] = 1 + 2 E[N(n-1-A)] + E[N(n-1-A)^2]``."""
+    pmf = accepted_pmf(curve, k)
+    m, s = np.zeros(tokens + 1), np.zeros(tokens + 1)
+    for j in range(1, tokens + 1):
+        idx = np.maximum(j - 1 - np.arange(k + 1), 0)
+        m[j] = 1.0 + pmf @ m[idx]
+        s[j] = 1.0 + 2.0 * (pmf @ m[idx]) + pmf @ s[idx]
+    return s
+
+
+def wald_bounds(curve: AcceptanceCurve, k: int, tokens: int) -> tuple[float, float]:
+    """Bounds on :func:`expected_steps` from Wald's identity: ``n / E <= m(n) <= (n + k) / E``.
+
+    The tokens gained when a request finishes, ``S_N``, satisfy ``n <= S_N <= n + k`` and
+    ``E[S_N] = E[1 + A] m(n)``, with ``E = AcceptanceCurve.expected_tokens(k)``.
+    """
+    e = curve.expected_tokens(k)
+    return tokens / e, (tokens + k) / e
+
+
+# ------------------------------------------------------------------ per-request heterogeneity
+QUADRATURE_NODES = 24
+
+
+def beta_nodes(curve: AcceptanceCurve, nodes: int = QUADRATURE_NODES) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Jacobi nodes and weights for the curve's per-request ``alpha ~ Beta(a, b)`` on [0, 1]."""
+    from scipy.special import roots_jacobi
+
+    c, mean = curve.concentration, curve.beta_mean
+    a, b = mean * c, (1 - mean) * c
+    x, w = roots_jacobi(nodes, b - 1.0, a - 1.0)  # weight (1 - x)^(b-1) (1 + x)^(a-1) on [-1, 1]
+    return (x + 1.0) / 2.0, w / w.sum()
+
+
+def _per_request(curve: AcceptanceCurve, fn) -> float:
+    """``fn(curve)`` for a homogeneous curve; its average over the per-request alphas otherwise."""
+    if not curve.heterogeneous:
+        return fn(curve)
+    p, w = beta_nodes(curve)
+    return float(sum(wi * fn(AcceptanceCurve.geometric(float(pi), curve.positions)) for pi, wi in zip(p, w)))
+
+
+def mean_steps(policy: str, curve: AcceptanceCurve | None, k: int, tokens: int | np.ndarray) -> float:
+    """Expected steps per request, averaged over requests: over their token counts ``tokens`` (one
+    count or an array of them) and, with heterogeneity, over their acceptance."""
+    t = np.atleast_1d(np.asarray(tokens, dtype=np.int64))
+    if policy == "ar":
+        return float(t.mean())
+    top = int(t.max())
+    table = pearl_steps_table if policy == "pearl" else steps_table
+    return _per_request(curve, lambda c: float(table(c, k, top)[t].mean()))
+
+
+def steps_cv2(policy: str, curve: AcceptanceCurve | None, k: int, tokens: int | np.ndarray) -> float:
+    """Squared coefficient of variation of a request's step count, over requests with ``tokens`` tokens
+    (one count or an array) and their acceptance. AR: from the lengths only; PEARL: SD's, an estimate."""
+    t = np.atleast_1d(np.asarray(tokens, dtype=np.int64))
+    if policy == "ar":
+        mean, second = float(t.mean()), float((t.astype(float) ** 2).mean())
+    else:
+        top = int(t.max())
+        mean = _per_request(curve, lambda c: float(steps_table(c, k, top)[t].mean()))
+        second = _per_request(curve, lambda c: float(second_moment_table(c, k, top)[t].mean()))
+    return max(0.0, second / mean**2 - 1.0) if mean > 0 else 0.0
+
+
+def tokens_per_step(policy: str, curve: AcceptanceCurve | None, k: int) -> float:
+    """Long-run tokens a request gains per step of its own (per verification).
+
+    AR: 1. SD/PSD: ``AcceptanceCurve.expected_tokens(k)``; PEARL: :func:`pearl_tokens_per_step`. With
+    per-request heterogeneity a slot's long-run rate is the harmonic mean over requests (hard requests
+    hold their slot for more steps), the figure vLLM's mean acceptance length reports.
+    """
+    if policy == "ar":
+        return 1.0
+    fn = (lambda c: pearl_tokens_per_step(c, k)) if policy == "pearl" else (lambda c: c.expected_tokens(k))
+    if not curve.heterogeneous:
+        return fn(curve)
+    return 1.0 / _per_request(curve, lambda c: 1.0 / fn(c))
