@@ -6,6 +6,8 @@ same method, so a formula for a step's duration exists once.
 - ``prefill``:       ``T_t.prefill(b, prompt)``
 - ``draft_prefill``: ``T_d.prefill(b, prompt)``
 - ``decode``:        ``T_t(b, 1, ctx)``
+- in vLLM V1's chunked mode, prompt chunks riding in a decode/verify forward (and the drafter's first
+  forward) add ``T.chunk_time(tokens)``; a chunked ``prefill`` op is ``T.prefill(b, tokens / b)``
 - ``draft``:         ``T_d(b, k + 1, ctx) + (k - 1) T_d(b, 1, ctx)`` (+ transfer): k drafter forwards,
                      the first over the verified positions (vLLM pads them to k + 1)
 - ``verify``:        ``T_t(b, k + 1, ctx)`` (+ transfer)
@@ -42,23 +44,30 @@ class StepCosts:
             require(math.isfinite(v) and v >= 0, f, "must be a finite time >= 0", v)
 
     def op_time(self, kind: str, batch: int, k: float = 0, context_len: float = 0.0, prompt_len: float = 0.0,
-                cross_device: bool = False) -> float:
+                cross_device: bool = False, chunk_tokens: int = 0) -> float:
         """Seconds of GPU work for an op of ``kind`` over ``batch`` requests (step overhead excluded).
 
         ``k``: draft tokens per request (mean verify length for a TETRIS verify); ``context_len``: mean
         cached tokens per request; ``prompt_len``: mean prompt length (prefills);
-        ``cross_device``: the drafter runs on a GPU of its own (transfers apply).
+        ``cross_device``: the drafter runs on a GPU of its own (transfers apply); ``chunk_tokens``:
+        prompt tokens riding in the same forward (vLLM V1's chunked prefill), charged at
+        :meth:`LatencyModel.chunk_time` (for the drafter too: its first forward covers them).
         """
         transfer = self.transfer_s if cross_device else 0.0
         if kind == VERIFY:
-            return self.target.forward_time(batch, k + 1, context_len) + transfer
+            extra = self.target.chunk_time(chunk_tokens) if chunk_tokens else 0.0
+            return self.target.forward_time(batch, k + 1, context_len) + extra + transfer
         if kind == DRAFT:
             d = self._drafter()
+            extra = d.chunk_time(chunk_tokens) if chunk_tokens else 0.0
+            if batch == 0:
+                return extra + transfer
             first = d.forward_time(batch, k + 1, context_len)
             rest = (k - 1) * d.forward_time(batch, 1, context_len) if k > 1 else 0.0
-            return first + rest + transfer
+            return first + rest + extra + transfer
         if kind == DECODE:
-            return self.target.forward_time(batch, 1, context_len)
+            extra = self.target.chunk_time(chunk_tokens) if chunk_tokens else 0.0
+            return self.target.forward_time(batch, 1, context_len) + extra
         if kind == PREFILL:
             return self.target.prefill_time(batch, prompt_len)
         if kind == DRAFT_PREFILL:

@@ -40,6 +40,11 @@ class LatencyModel(ABC):
         """A prompt forward: ``batch`` prompts of ``prompt_len`` tokens on average, nothing cached."""
         return self.forward_time(batch, prompt_len, 0.0)
 
+    def chunk_time(self, tokens: float) -> float:
+        """What ``tokens`` prompt tokens add to a forward they ride in (vLLM V1's chunked prefill):
+        by default the marginal cost of a prompt of that many tokens over a one-token forward."""
+        return max(0.0, self.prefill_time(1, tokens) - self.prefill_time(1, 1))
+
 
 @dataclass(frozen=True, slots=True)
 class Constant(LatencyModel):
@@ -66,26 +71,43 @@ class Constant(LatencyModel):
 
 @dataclass(frozen=True, slots=True)
 class Affine(LatencyModel):
-    """``T(b, n) = fixed_s + per_token_s * b * n``: a batch-independent part plus a part per token.
+    """``T(b, n) = fixed_s + per_token_s * b * n (+ per_context_s * b * ctx)``: a batch-independent part
+    plus a part per token (and, optionally, per cached token read).
 
-    ``b`` sequences with ``n`` new tokens each; the cached context is ignored. A prompt forward is the
-    same line over ``b * prompt_len`` tokens. ``per_token_s = 0`` is :class:`Constant`.
+    ``b`` sequences with ``n`` new tokens each. A prompt forward is the same line over ``b * prompt_len``
+    tokens at ``prefill_token_s`` per token (default ``per_token_s``); prompt chunks riding in another
+    forward cost that per token too. ``per_token_s = 0`` is :class:`Constant`. Calibration fits all four
+    terms to measured vLLM steps (``minedraft.calibration.steps``).
     """
 
     fixed_s: float
     per_token_s: float
+    per_context_s: float = 0.0
+    prefill_token_s: float | None = None
 
     def __post_init__(self) -> None:
-        for f in ("fixed_s", "per_token_s"):
+        for f in ("fixed_s", "per_token_s", "per_context_s"):
             v = getattr(self, f)
             require(math.isfinite(v) and v >= 0, f, "must be a finite time >= 0", v)
+        p = self.prefill_token_s
+        require(p is None or (math.isfinite(p) and p >= 0), "prefill_token_s", "must be a finite time >= 0", p)
 
     @property
     def label(self) -> str:  # type: ignore[override]
         return f"affine {self.fixed_s * 1e3:g} ms + {self.per_token_s * 1e6:g} us/token"
 
+    @property
+    def _prompt_token_s(self) -> float:
+        return self.per_token_s if self.prefill_token_s is None else self.prefill_token_s
+
     def forward_time(self, batch: int, new_tokens: float, context_len: float) -> float:
-        return self.fixed_s + self.per_token_s * batch * new_tokens
+        return self.fixed_s + batch * (self.per_token_s * new_tokens + self.per_context_s * context_len)
+
+    def prefill_time(self, batch: int, prompt_len: float) -> float:
+        return self.fixed_s + self._prompt_token_s * batch * prompt_len
+
+    def chunk_time(self, tokens: float) -> float:
+        return self._prompt_token_s * tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,9 @@ class Op:
     ``new_step`` marks the first op of an engine step: the driver charges the per-step overhead
     (scheduling, input preparation, output processing) before it. ``probe`` marks PEARL verify rows that
     check no draft but whose fresh parallel draft is compared with the target's new token: the driver
-    reports ``accepted = 1`` for a match, ``0`` otherwise.
+    reports ``accepted = 1`` for a match, ``0`` otherwise. ``chunk_reqs`` / ``chunk_tokens``: prompt chunks
+    riding in the same forward (vLLM V1's chunked prefill: ``chunk_tokens`` prompt tokens in all); for a
+    ``prefill`` op in that mode ``reqs`` are the chunks' requests and ``chunk_tokens`` their total.
     """
 
     kind: str
@@ -43,6 +45,8 @@ class Op:
     lengths: np.ndarray | None = None
     new_step: bool = True
     probe: np.ndarray | None = None
+    chunk_reqs: np.ndarray | None = None
+    chunk_tokens: int = 0
 
     @property
     def size(self) -> int:

@@ -55,6 +55,7 @@ class Trace:
     op_t_end: np.ndarray
     op_accepted: np.ndarray  # accepted draft tokens summed over the op's requests (verify)
     op_drafted_rows: np.ndarray  # requests in the op that had drafts checked (verify)
+    op_chunk_tokens: np.ndarray  # prompt tokens riding in the op's forward (vLLM V1 chunked prefill)
     pos_drafts: np.ndarray  # per draft position j: checks that reached position j
     pos_accepted: np.ndarray  # per draft position j: checks whose position j was accepted
     config: dict = field(default_factory=dict)
@@ -80,6 +81,8 @@ class Trace:
                    "resource": RESOURCES[self.op_resource[i]], "batch_id": int(self.op_batch_id[i]),
                    "k": int(self.op_k[i]), "t_start": float(self.op_t_start[i]), "t_end": float(self.op_t_end[i]),
                    "size": int(self.op_size[i])}
+            if self.op_chunk_tokens[i]:
+                rec["prefill_tokens"] = int(self.op_chunk_tokens[i])
             if self.op_reqs is not None:
                 rec["request_ids"] = self.op_reqs[i].tolist()
                 acc = self.op_row_accepted[i] if self.op_row_accepted else None
@@ -111,7 +114,8 @@ class TraceRecorder:
     """Collects a run's ops and request times (cheap appends), then builds a :class:`Trace`."""
 
     def __init__(self, n_requests: int, details: bool = False) -> None:
-        self.cols: dict[str, list] = {k: [] for k in ("kind", "res", "bid", "size", "k", "t0", "t1", "acc", "rows")}
+        self.cols: dict[str, list] = {k: [] for k in ("kind", "res", "bid", "size", "k", "t0", "t1", "acc", "rows",
+                                                      "chunk")}
         self.first_token = np.full(n_requests, np.nan)
         self.finish = np.full(n_requests, np.nan)
         self.steps = np.zeros(n_requests, dtype=np.int64)
@@ -126,8 +130,9 @@ class TraceRecorder:
 
     def op(self, op: Op, t0: float, t1: float, accepted: np.ndarray | None = None,
            finished: np.ndarray | None = None, gained: np.ndarray | None = None,
-           totals: tuple[int, int] | None = None) -> None:
-        """Record one op. ``totals`` = (accepted, drafted rows) when only totals are known (no rows)."""
+           totals: tuple[int, int] | None = None, first: np.ndarray | None = None) -> None:
+        """Record one op. ``totals`` = (accepted, drafted rows) when only totals are known (no rows);
+        ``first``: requests whose first token became visible at its end (default: a prefill's rows)."""
         c = self.cols
         c["kind"].append(KIND_CODE[op.kind])
         c["res"].append(RES_CODE[op.resource])
@@ -136,10 +141,13 @@ class TraceRecorder:
         c["k"].append(op.k)
         c["t0"].append(t0)
         c["t1"].append(t1)
+        c["chunk"].append(op.chunk_tokens)
         reqs = op.reqs
-        if op.kind == PREFILL:
+        if first is not None:
+            self.first_token[first] = t1
+        elif op.kind == PREFILL:
             self.first_token[reqs] = t1
-        elif op.kind in (DECODE, VERIFY):
+        if op.kind in (DECODE, VERIFY):
             self.steps[reqs] += 1
         acc_sum, rows = 0, 0
         if op.kind == VERIFY and accepted is not None:
@@ -187,7 +195,8 @@ class TraceRecorder:
             op_batch_id=np.asarray(c["bid"], np.int64), op_size=np.asarray(c["size"], np.int64),
             op_k=np.asarray(c["k"], np.int64), op_t_start=np.asarray(c["t0"], float),
             op_t_end=np.asarray(c["t1"], float), op_accepted=np.asarray(c["acc"], np.int64),
-            op_drafted_rows=np.asarray(c["rows"], np.int64), pos_drafts=self.pos_drafts,
+            op_drafted_rows=np.asarray(c["rows"], np.int64), op_chunk_tokens=np.asarray(c["chunk"], np.int64),
+            pos_drafts=self.pos_drafts,
             pos_accepted=self.pos_accepted, config=config or {},
             op_reqs=self.op_reqs if self.details else None, op_row_accepted=self.row_acc if self.details else None,
             op_row_lengths=self.row_len if self.details else None,
@@ -340,7 +349,8 @@ def _replay_op(rec: TraceRecorder, o: dict, n: int) -> None:
     op = Op(kind, o.get("resource") if o.get("resource") in RES_CODE else TARGET, ids, k=k,
             batch_id=int(o.get("batch_id", 0)),
             lengths=np.asarray(lengths, dtype=np.int64) if lengths is not None else None,
-            probe=np.asarray(probe, dtype=bool) if probe is not None else None)
+            probe=np.asarray(probe, dtype=bool) if probe is not None else None,
+            chunk_tokens=int(o.get("prefill_tokens") or 0))
     acc = o.get("accepted")
     totals = None
     if acc is None or len(acc) != len(ids):

@@ -71,12 +71,12 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
         reqs = op.reqs
         b = len(reqs)
         if op.kind in (PREFILL, DRAFT_PREFILL):
-            t = costs.op_time(op.kind, b, prompt_len=float(prompt_len[reqs].mean()))
-        else:
-            ctx = float(prompt_len[reqs].mean() + policy.generated[reqs].mean())
-            k = float(op.lengths.mean()) if (op.kind == VERIFY and op.lengths is not None) else op.k
-            t = costs.op_time(op.kind, b, k=k, context_len=ctx, cross_device=cross and op.kind in (DRAFT, VERIFY))
-        return t
+            prompt = op.chunk_tokens / b if op.chunk_tokens else float(prompt_len[reqs].mean())
+            return costs.op_time(op.kind, b, prompt_len=prompt)
+        ctx = float(prompt_len[reqs].mean() + policy.generated[reqs].mean()) if b else 0.0
+        k = float(op.lengths.mean()) if (op.kind == VERIFY and op.lengths is not None) else op.k
+        return costs.op_time(op.kind, b, k=k, context_len=ctx, cross_device=cross and op.kind in (DRAFT, VERIFY),
+                             chunk_tokens=op.chunk_tokens)
 
     def start(op: Op) -> None:
         if op.resource not in free:
@@ -127,7 +127,7 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
                 before = policy.generated[op.reqs].copy() if details and op.kind != DRAFT else None
                 fin = policy.on_done(op, res)
                 gained = policy.generated[op.reqs] - before if before is not None and op.kind != PREFILL else None
-                rec.op(op, r.t_start, r.t_end, res.accepted, fin, gained)
+                rec.op(op, r.t_start, r.t_end, res.accepted, fin, gained, first=policy.take_first_tokens())
                 free.add(op.resource)
                 in_flight -= 1
                 done += len(fin)

@@ -64,7 +64,9 @@ def _mixed_workload(seed=0):
 
 
 CONFIGS = [("ar", {}), ("sd", {}), ("sd", {"sd_drafter": "own", "tetris_extra": 2}), ("psd", {}),
-           ("psd", {"psd_capacity": "split"}), ("psd", {"tetris_extra": 1}), ("pearl", {})]
+           ("psd", {"psd_capacity": "split"}), ("psd", {"tetris_extra": 1}), ("pearl", {}),
+           ("ar", {"prefill_mode": "chunked", "max_num_batched_tokens": 300}),
+           ("sd", {"prefill_mode": "chunked", "max_num_batched_tokens": 300})]
 
 
 @pytest.mark.parametrize("policy,extra", CONFIGS)
@@ -209,3 +211,35 @@ def test_heterogeneity_weights_steps_toward_hard_requests():
     homo = compute_metrics(simulate("sd", req, cfg, COSTS, AcceptanceCurve.geometric(0.7), seed=1))
     assert homo["mean_acceptance_length"] == pytest.approx(AcceptanceCurve.geometric(0.7).expected_tokens(4),
                                                            rel=0.01)
+
+
+def test_chunked_prefill_splits_prompts_over_steps():
+    # vLLM V1: a 150-token prompt with a 100-token budget takes two steps; its first token comes with the second
+    req = Workload(num_prompts=1, input_len=LengthDist("fixed", 150), output_len=LengthDist("fixed", 3)).generate()
+    costs = StepCosts(Constant(0.010, prefill_s=0.05))
+    cfg = PolicyConfig(max_num_seqs=4, prefill_mode="chunked", max_num_batched_tokens=100)
+    m = compute_metrics(simulate("ar", req, cfg, costs))
+    assert m["mean_ttft_ms"] == pytest.approx(100.0)
+    assert m["makespan_s"] == pytest.approx(0.12)
+
+
+def test_chunked_sd_shows_tokens_after_the_drafting():
+    # vLLM's draft_model SD: the step that completes a prompt also drafts for it; its output (the first
+    # token) is visible only when the step, drafting included, is over
+    req = Workload(num_prompts=1, input_len=LengthDist("fixed", 10), output_len=LengthDist("fixed", 7)).generate()
+    costs = StepCosts(Constant(0.010, prefill_s=0.05), Constant(0.002))
+    cfg = PolicyConfig(max_num_seqs=4, num_speculative_tokens=2, prefill_mode="chunked")
+    m = compute_metrics(simulate("sd", req, cfg, costs, AcceptanceCurve.geometric(1.0)))
+    assert m["mean_ttft_ms"] == pytest.approx(50 + 4)  # prefill, then two drafter forwards
+    assert m["makespan_s"] == pytest.approx(0.054 + 2 * 0.014)  # two steps of 3 tokens: verify + draft
+
+
+def test_chunked_mode_mixes_newcomers_into_decode_steps():
+    req = offline(40, prompt=64, output=33)
+    cfg = PolicyConfig(max_num_seqs=8, prefill_mode="chunked", max_num_batched_tokens=2048)
+    tr = simulate("sd", req, cfg, COSTS, CURVE, details=True)
+    mixed = (tr.op_kind == OP_KINDS.index(VERIFY)) & (tr.op_chunk_tokens > 0)
+    assert mixed.sum() > 0  # refills ride in verify steps
+    assert tr.op_kind.tolist().count(OP_KINDS.index("draft_prefill")) == 0  # no separate drafter prefill
+    with pytest.raises(Exception):
+        PolicyConfig(prefill_mode="chunky")

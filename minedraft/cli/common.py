@@ -100,6 +100,8 @@ def add_engine_flags(p: argparse.ArgumentParser, max_num_seqs: str = "16") -> No
     g.add_argument("--max-num-batched-tokens", default="2048",
                    help="prompt tokens per prefill step (default 2048, as the published setup; 'none' = no limit)")
     g.add_argument("--kv-cache-tokens", default=None, help="target KV-cache capacity in tokens (default: unlimited)")
+    g.add_argument("--prefill-mode", default="separate",
+                   help="separate: prefill-only steps (published, vLLM V0) | chunked: vLLM V1 (ar, sd)")
 
 
 def add_workload_flags(p: argparse.ArgumentParser) -> None:
@@ -206,6 +208,7 @@ def policy_config(a: argparse.Namespace) -> PolicyConfig:
         tetris_capacity=as_int(a.tetris_capacity, "--tetris-capacity", 0, 1 << 30),
         max_num_batched_tokens=as_int(mbt, "--max-num-batched-tokens", 1, 1 << 30) if mbt else None,
         kv_capacity_tokens=as_int(kv, "--kv-cache-tokens", 1, 1 << 40) if kv else None,
+        prefill_mode=as_choice(getattr(a, "prefill_mode", "separate"), "--prefill-mode", ("separate", "chunked")),
     )
 
 

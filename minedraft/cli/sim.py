@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from minedraft.cli import common
+from minedraft.errors import require
 from minedraft.metrics import RESULT_KEYS
 from minedraft.policies import POLICIES
 from minedraft.report import basis_line, console, results_table
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     json_out = common.output_path(a.json, "--json")
     trace_out = common.output_path(a.trace, "--trace")
     cfg = common.policy_config(a)
+    if cfg.prefill_mode == "chunked":
+        odd = [p for p in policies if p in ("psd", "pearl")]
+        require(not odd, "--prefill-mode", f"chunked is vLLM V1's mode for ar and sd; {', '.join(odd)} run the "
+                "published prefill-only steps (use --policy ar,sd)", "chunked")
     speculative = any(POLICIES[p].speculative for p in policies)
     curve = common.acceptance_curve(a, cfg) if speculative else None
     wl = common.workload(a)

@@ -39,12 +39,17 @@ class PolicyConfig:
     max_num_batched_tokens: int | None = _help("prompt tokens one prefill step may take (None = no limit)", None)
     kv_capacity_tokens: int | None = _help("target KV-cache size in tokens; admission waits when full (None = no limit)",
                                            None)
+    prefill_mode: str = _help("separate: prefill-only steps, then the drafter's prefill (published, vLLM V0); "
+                              "chunked: vLLM V1 - prompt chunks ride in decode steps within max_num_batched_tokens",
+                              "separate")
 
     def __post_init__(self) -> None:
         _int_in(self.max_num_seqs, "max_num_seqs", 1, 1 << 20)
         _int_in(self.num_speculative_tokens, "num_speculative_tokens", 1, 64)
         require(self.psd_capacity in ("double", "split"), "psd_capacity", "must be double or split", self.psd_capacity)
         require(self.sd_drafter in ("shared", "own"), "sd_drafter", "must be shared or own", self.sd_drafter)
+        require(self.prefill_mode in ("separate", "chunked"), "prefill_mode", "must be separate or chunked",
+                self.prefill_mode)
         _int_in(self.tetris_extra, "tetris_extra", 0, 16)
         _int_in(self.tetris_capacity, "tetris_capacity", 0, 1 << 30)
         if self.max_num_batched_tokens is not None:
@@ -120,6 +125,9 @@ class Policy:
         require(bool(np.all(self.prompt_len >= 1)) and bool(np.all(self.output_len >= 1)), "requests",
                 "every prompt and output length must be >= 1")
         self.generated = np.zeros(len(self.prompt_len), dtype=np.int64)
+        self.prefill_done = np.zeros(len(self.prompt_len), dtype=np.int64)  # chunked mode: prompt tokens in KV
+        self.partial: list[int] = []  # chunked mode: admitted, prompt not yet complete (FIFO)
+        self._first: list[np.ndarray] = []  # requests whose first token became visible (see take_first_tokens)
         self.waiting: deque[int] = deque()
         self.num_finished = 0
         self.kv_used = 0
@@ -182,10 +190,68 @@ class Policy:
             self.kv_used += self._reserve(rid)
         return np.asarray(out, dtype=np.int64) if out else EMPTY
 
-    def prefilled(self, reqs: np.ndarray) -> np.ndarray:
-        """A prefill produced each request's first token. Returns the mask of requests still running."""
+    def take_first_tokens(self) -> np.ndarray:
+        """Requests whose first token became visible with the op just applied (the driver stamps them)."""
+        out = np.concatenate(self._first) if self._first else EMPTY
+        self._first.clear()
+        return out
+
+    def emit_first(self, reqs: np.ndarray) -> None:
+        if len(reqs):
+            self._first.append(reqs)
+
+    def prefilled(self, reqs: np.ndarray, emit: bool = True) -> np.ndarray:
+        """A prefill produced each request's first token. Returns the mask of requests still running.
+
+        ``emit=False`` leaves the emission of those first tokens to the caller (vLLM returns a step's
+        outputs only when the whole step, drafting included, is over).
+        """
         self.generated[reqs] = 1
+        if emit:
+            self.emit_first(reqs)
         return self._finish(reqs, self.generated[reqs] >= self.output_len[reqs])
+
+    # ------------------------------------------------------------ vLLM V1 chunked prefill
+    def schedule_chunks(self, budget: int, slots: int) -> tuple[np.ndarray, np.ndarray]:
+        """vLLM V1's chunked prefill: continue partial prompts first, then admit waiting requests (FIFO)
+        while ``slots``, the KV budget and the step's remaining token ``budget`` allow.
+
+        Returns (request ids, prompt tokens each gets in this step).
+        """
+        reqs: list[int] = []
+        toks: list[int] = []
+        for r in self.partial:
+            if budget <= 0:
+                break
+            take = min(int(self.prompt_len[r] - self.prefill_done[r]), budget)
+            reqs.append(r)
+            toks.append(take)
+            budget -= take
+        cap = self.cfg.kv_capacity_tokens
+        while budget > 0 and slots > 0 and self.waiting:
+            r = self.waiting[0]
+            if cap is not None and self.kv_used + self._reserve(r) > cap:
+                break
+            self.waiting.popleft()
+            self.kv_used += self._reserve(r)
+            self.partial.append(r)
+            slots -= 1
+            take = min(int(self.prompt_len[r]), budget)
+            reqs.append(r)
+            toks.append(take)
+            budget -= take
+        return np.asarray(reqs, dtype=np.int64), np.asarray(toks, dtype=np.int64)
+
+    def chunks_done(self, reqs: np.ndarray, toks: np.ndarray) -> np.ndarray:
+        """Apply a step's prompt chunks; returns the requests whose prompt is now complete."""
+        if not len(reqs):
+            return EMPTY
+        self.prefill_done[reqs] += toks
+        complete = reqs[self.prefill_done[reqs] >= self.prompt_len[reqs]]
+        if len(complete):
+            done = set(complete.tolist())
+            self.partial = [r for r in self.partial if r not in done]
+        return complete
 
     def advance(self, reqs: np.ndarray, gained: np.ndarray) -> np.ndarray:
         """Add ``gained`` tokens (capped at each output length). Returns the mask still running."""

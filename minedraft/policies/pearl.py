@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, VERIFY, Op, OpResult
+from minedraft.errors import require
 from minedraft.policies.base import EMPTY, Policy
 
 
@@ -28,6 +29,8 @@ class PEARL(Policy):
 
     def __init__(self, cfg, prompt_len, output_len) -> None:
         super().__init__(cfg, prompt_len, output_len)
+        require(cfg.prefill_mode == "separate", "prefill_mode",
+                f"{self.name} runs prefill-only steps (the published schedule); chunked is for ar and sd", "chunked")
         self.running = EMPTY
         self.valid = np.zeros(len(self.prompt_len), dtype=bool)  # drafts ready for the next verify
         self.draft_k = np.zeros(len(self.prompt_len), dtype=np.int64)

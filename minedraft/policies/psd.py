@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, VERIFY, Op, OpResult
+from minedraft.errors import require
 from minedraft.policies.base import EMPTY, Policy, tetris_lengths
 
 
@@ -28,6 +29,8 @@ class PSD(Policy):
 
     def __init__(self, cfg, prompt_len, output_len) -> None:
         super().__init__(cfg, prompt_len, output_len)
+        require(cfg.prefill_mode == "separate", "prefill_mode",
+                f"{self.name} runs prefill-only steps (the published schedule); chunked is for ar and sd", "chunked")
         double = cfg.psd_capacity == "double"
         self.capacity = 2 * cfg.max_num_seqs if double else cfg.max_num_seqs
         self.half_capacity = cfg.max_num_seqs if double else max(1, cfg.max_num_seqs // 2)

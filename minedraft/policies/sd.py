@@ -3,8 +3,14 @@
 Each engine step drafts k tokens for the whole running batch, then verifies them: the target idles while
 the drafter works. The drafter shares the target's GPUs (``sd_drafter="shared"``, vLLM's layout and the
 published baseline: drafting occupies the target) or has a GPU of its own (``"own"``: no contention, a
-transfer each way, one more GPU, still no overlap). Prefill steps run the target's prefill, then the
-drafter's. Optional TETRIS: draft k + e and, when the batch is full, verify the best ``budget`` prefixes.
+transfer each way, one more GPU, still no overlap). Optional TETRIS: draft k + e and, when the batch is
+full, verify the best ``budget`` prefixes.
+
+``prefill_mode="separate"`` (published, vLLM V0): prefill steps run the target's prefill, then the
+drafter's; a decode step is draft, then verify. ``"chunked"`` (vLLM V1, as ``draft_model`` runs): a step
+is verify (the running rows' drafts plus prompt chunks in one target forward), then the drafter over the
+same rows and chunks, proposing k tokens for every row, newly completed prompts included; the step's
+tokens become visible when the drafting ends.
 """
 
 from __future__ import annotations
@@ -24,12 +30,18 @@ class SD(Policy):
         self.running = EMPTY
         self.busy = False
         self.pending_prefill = EMPTY  # target-prefilled, drafter prefill still due
-        self.drafted: Op | None = None  # the verify op to run next, once drafts exist
+        self.queued: Op | None = None  # the op that completes the current step (verify, or chunked mode's draft)
         self.draft_resource = TARGET if cfg.sd_drafter == "shared" else DRAFTER
+        self._chunk = (EMPTY, EMPTY)
+        self._deferred = (EMPTY, EMPTY)  # chunked mode: (finished, first tokens) shown at the step's end
 
     @property
     def num_running(self) -> int:
-        return len(self.running) + len(self.pending_prefill)
+        return len(self.running) + len(self.pending_prefill) + len(self.partial)
+
+    @property
+    def idle(self) -> bool:
+        return super().idle and self.queued is None
 
     def uses_own_drafter_gpu(self) -> bool:
         return self.draft_resource == DRAFTER
@@ -37,22 +49,37 @@ class SD(Policy):
     def next_ops(self, free: frozenset[str]) -> list[Op]:
         if self.busy:
             return []
-        self.busy = True
+        op = self.queued
+        self.queued = None
+        if op is None:
+            op = self._chunked() if self.cfg.prefill_mode == "chunked" else self._separate()
+        self.busy = op is not None
+        return [op] if op is not None else []
+
+    def _separate(self) -> Op | None:
         if len(self.pending_prefill):
-            return [Op(DRAFT_PREFILL, self.draft_resource, self.pending_prefill, new_step=False)]
-        if self.drafted is not None:
-            return [self.drafted]
+            return Op(DRAFT_PREFILL, self.draft_resource, self.pending_prefill, new_step=False)
         new = self.admit(self.cfg.max_num_seqs - self.num_running)
         if len(new):
-            return [Op(PREFILL, TARGET, new)]
+            return Op(PREFILL, TARGET, new)
         if len(self.running):
             k = self.k_for(len(self.running))
-            return [Op(DRAFT, self.draft_resource, self.running, k=k + self.cfg.tetris_extra)]
-        self.busy = False
-        return []
+            return Op(DRAFT, self.draft_resource, self.running, k=k + self.cfg.tetris_extra)
+        return None
+
+    def _chunked(self) -> Op | None:
+        k = self.k_for(len(self.running))
+        budget = (self.cfg.max_num_batched_tokens or 1 << 40) - len(self.running) * (1 + k)
+        reqs, toks = self._chunk = self.schedule_chunks(budget, self.cfg.max_num_seqs - self.num_running)
+        total = int(toks.sum())
+        if len(self.running):
+            return Op(VERIFY, TARGET, self.running, k=k, chunk_reqs=reqs, chunk_tokens=total)
+        return Op(PREFILL, TARGET, reqs, chunk_tokens=total) if len(reqs) else None
 
     def _done(self, op: Op, result: OpResult) -> np.ndarray:
         self.busy = False
+        if self.cfg.prefill_mode == "chunked":
+            return self._done_chunked(op, result)
         if op.kind == PREFILL:
             alive = self.prefilled(op.reqs)
             self.pending_prefill = op.reqs[alive]
@@ -62,13 +89,30 @@ class SD(Policy):
             self.pending_prefill = EMPTY
             return EMPTY
         if op.kind == DRAFT:
-            self.drafted = Op(VERIFY, TARGET, op.reqs, k=op.k, lengths=self._lengths(op, result), new_step=False)
+            self.queued = Op(VERIFY, TARGET, op.reqs, k=op.k, lengths=self._lengths(op, result), new_step=False)
             return EMPTY
-        # VERIFY
-        self.drafted = None
-        alive = self.advance(op.reqs, 1 + result.accepted)
+        alive = self.advance(op.reqs, 1 + result.accepted)  # VERIFY
         self.running = op.reqs[alive]
         return op.reqs[~alive]
+
+    def _done_chunked(self, op: Op, result: OpResult) -> np.ndarray:
+        if op.kind == DRAFT:  # the step is over: its outputs become visible
+            finished, first = self._deferred
+            self._deferred = (EMPTY, EMPTY)
+            self.emit_first(first)
+            return finished
+        running, finished = EMPTY, EMPTY
+        if op.kind == VERIFY:
+            alive = self.advance(op.reqs, 1 + result.accepted)
+            running, finished = op.reqs[alive], op.reqs[~alive]
+        complete = self.chunks_done(*self._chunk)
+        alive = self.prefilled(complete, emit=False)
+        self.running = np.concatenate([running, complete[alive]])
+        self._deferred = (np.concatenate([finished, complete[~alive]]), complete)
+        rows = np.concatenate([op.reqs if op.kind == VERIFY else EMPTY, complete])  # vLLM drafts every row
+        self.queued = Op(DRAFT, self.draft_resource, rows, k=self.k_for(len(self.running)),
+                         chunk_tokens=op.chunk_tokens, new_step=False)
+        return EMPTY
 
     def _lengths(self, op: Op, result: OpResult) -> np.ndarray | None:
         """TETRIS verify lengths when the batch is full, else None (verify every draft)."""

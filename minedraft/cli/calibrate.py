@@ -1,0 +1,302 @@
+"""``minedraft-calibrate``: calibrate the simulator from real runs.
+
+Subcommands:
+  acceptance   an acceptance curve with confidence intervals, from vLLM's spec-decode metrics (Prometheus text
+               or a get_metrics() dump), a trace (ours or a published MineDraft one), or a draft/target model
+               pair run on prompts (``--pair``: the small pair trained here and shipped with the package)
+  latency      step-time profiles (see the marked place below)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from minedraft.acceptance import AcceptanceCurve
+from minedraft.cli import common
+from minedraft.errors import InputError, read_text, require
+
+
+# ============================================================================ acceptance
+def add_acceptance_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("source (exactly one)")
+    g.add_argument("--vllm-metrics", default=None,
+                   help="vLLM metrics: a Prometheus text file, a server's /metrics URL, or a JSON dump of "
+                        "llm.get_metrics() (minedraft.calibration.acceptance.metrics_to_json)")
+    g.add_argument("--trace", default=None, help="a trace JSONL: ours (minedraft-sim/-exec) or a published MineDraft one")
+    g.add_argument("--pair", action="store_true", help="run the shipped trained draft/target pair on prompts")
+    g.add_argument("--target", default=None, help="target model folder (Hugging Face checkpoint) for a pair run")
+    g.add_argument("--draft", default=None, help="draft model folder for a pair run (same vocabulary)")
+    g = p.add_argument_group("selection")
+    g.add_argument("--model-name", default=None, help="vLLM metrics: the model_name label to use (when several)")
+    g.add_argument("--policy", default=None, help="trace: the policy whose verify ops to use (when several)")
+    g = p.add_argument_group("estimation")
+    g.add_argument("--fit", default="auto",
+                   help="auto (empirical when per-position counts exist, else geometric) | empirical | geometric | "
+                        "mean-length")
+    g.add_argument("--ci", default="wilson", help="per-position interval: wilson | clopper-pearson")
+    g.add_argument("--confidence", default="0.95", help="interval level (default 0.95)")
+    g.add_argument("--positions", default=None, help="curve length (default: k observed; longer needs --fit geometric)")
+    g = p.add_argument_group("pair run (--pair or --target/--draft)")
+    g.add_argument("--prompts", default=None,
+                   help="prompts: JSONL with 'text' (or 'prompt') per line, or plain text, one prompt per line "
+                        "(default: the shipped held-out prompts)")
+    g.add_argument("--num-prompts", default="64", help="prompts to run, from the start of the file (default 64)")
+    g.add_argument("--num-speculative-tokens", "-k", default="8", help="draft tokens per step (default 8)")
+    g.add_argument("--temperature", default="0", help="0 = greedy (default); > 0 samples (rejection sampling)")
+    g.add_argument("--max-tokens", default="128", help="tokens generated per prompt (default 128; EOS ignored)")
+    g.add_argument("--draft-sampling", default="probabilistic",
+                   help="when sampling: probabilistic (draft from q, the standard rule) | greedy (draft the "
+                        "drafter's argmax, vLLM's default draft_sample_method)")
+    g.add_argument("--seed", default="0", help="random seed of the sampled runs (one generator per prompt)")
+    g.add_argument("--threads", default="1", help="torch CPU threads (default 1)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", "-o", default=None, help="write the curve JSON to PATH ('-' = stdout)")
+    g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
+
+
+def run_acceptance(a: argparse.Namespace, argv: list[str] | None) -> int:
+    from minedraft.calibration import acceptance as acc
+
+    out_path = common.output_path(a.out, "--out")
+    sources = [name for name, on in (("--vllm-metrics", a.vllm_metrics is not None), ("--trace", a.trace is not None),
+                                     ("--pair", a.pair or a.target is not None or a.draft is not None)) if on]
+    require(len(sources) == 1, "source", "give exactly one of --vllm-metrics, --trace, --pair (or --target and --draft)",
+            " ".join(sources) or "none")
+    fit = common.as_choice(a.fit, "--fit", acc.FITS)
+    ci = common.as_choice(a.ci, "--ci", acc.CI_METHODS)
+    level = common.as_float(a.confidence, "--confidence", 0.0, 1.0, lo_open=True)
+    require(level < 1, "--confidence", "must be a number in (0, 1)", a.confidence)
+    positions = common.as_int(a.positions, "--positions", 1, 64) if a.positions is not None else None
+    inputs: dict = {}
+    extra: dict = {}
+    run_info: dict = {}
+    if a.vllm_metrics is not None:
+        obs = _relabel(lambda: acc.observations_from_vllm_metrics(a.vllm_metrics, a.model_name), "--vllm-metrics")
+        inputs = {"vllm_metrics": a.vllm_metrics}
+        if Path(a.vllm_metrics).is_file():
+            inputs["sha256"] = acc.file_digest(a.vllm_metrics)
+        run_info = {k: v for k, v in obs.info.items() if v not in (None, [])}
+    elif a.trace is not None:
+        obs = _relabel(lambda: acc.observations_from_trace(a.trace, a.policy), "--trace")
+        inputs = {"trace": a.trace, "sha256": acc.file_digest(a.trace)}
+        run_info = obs.info
+    else:
+        obs, inputs, extra, run_info = _pair_observations(a)
+    try:
+        est = acc.estimate(obs, fit, ci, level, positions)
+    except InputError as exc:
+        flags = {"positions": "--positions", "ci": "--ci", "confidence": "--confidence"}
+        raise exc.relabel(flags.get(exc.field, "--fit")) from None
+    est.curve = AcceptanceCurve(est.curve.rates, source=f"{obs.source}; {est.curve.source}")
+    est.extra |= extra
+    est.provenance = acc.provenance(argv, inputs, run=run_info)
+    if out_path == "-":
+        print(est.dumps())
+    elif out_path:
+        est.save(out_path)
+    if not a.quiet and out_path != "-":
+        _print_estimate(est)
+    return 0
+
+
+def _relabel(fn, flag: str):
+    """Errors of a source's reader under the source's flag (errors already naming a flag keep it)."""
+    try:
+        return fn()
+    except InputError as exc:
+        if exc.field.startswith("--"):
+            raise
+        raise exc.relabel(flag) from None
+
+
+def _pair_observations(a: argparse.Namespace):
+    from minedraft.calibration import PAIR_DIR
+    from minedraft.calibration import acceptance as acc
+
+    if a.pair:
+        require(a.target is None and a.draft is None, "--pair", "uses the shipped pair; drop --target/--draft",
+                f"{a.target} {a.draft}")
+        target, draft = PAIR_DIR / "target", PAIR_DIR / "draft"
+    else:
+        require(a.target is not None and a.draft is not None, "--target", "a pair run needs both --target and --draft",
+                a.target or a.draft)
+        target, draft = Path(a.target), Path(a.draft)
+    prompts_path = Path(a.prompts) if a.prompts is not None else PAIR_DIR / "prompts.jsonl"
+    prompts = load_prompts(prompts_path, "--prompts")
+    n = common.as_int(a.num_prompts, "--num-prompts", 1, 1_000_000)
+    require(n <= len(prompts), "--num-prompts", f"the prompts file holds {len(prompts)} prompts", n)
+    k = common.as_int(a.num_speculative_tokens, "--num-speculative-tokens", 1, 64)
+    temperature = common.as_float(a.temperature, "--temperature", 0.0, 100.0)
+    max_new = common.as_int(a.max_tokens, "--max-tokens", 1, 1 << 20)
+    seed = common.as_int(a.seed, "--seed", 0, 2**63 - 1)
+    threads = common.as_int(a.threads, "--threads", 1, 1024)
+    draft_sampling = common.as_choice(a.draft_sampling, "--draft-sampling", ("probabilistic", "greedy"))
+    try:
+        from minedraft.calibration import speculative
+    except ImportError as exc:
+        raise InputError("--pair", "needs torch and transformers installed (for example the .venv-vllm environment)",
+                         str(exc)) from None
+    progress = _Progress(n, enabled=not a.quiet and sys.stderr.isatty())
+    try:
+        run = speculative.measure_pair(target, draft, prompts[:n], k, temperature, max_new, seed=seed,
+                                       progress=progress, threads=threads, draft_sampling=draft_sampling)
+    finally:
+        progress.close()
+    mode = "greedy" if temperature == 0 else f"temperature {temperature:g}, {draft_sampling} drafts"
+    obs = acc.Observations.from_rows(f"draft/target pair run ({mode}, k={k}): {_shown(draft)} -> {_shown(target)}",
+                                     run.all_accepted(), k)
+    inputs = {"target": _shown(target), "draft": _shown(draft), "prompts": _shown(prompts_path), "num_prompts": n,
+              "k": k, "temperature": temperature, "max_tokens": max_new, "seed": seed, "threads": threads,
+              "draft_sampling": draft_sampling,
+              "prompts_sha256": acc.file_digest(prompts_path)}
+    for name, d in (("target", target), ("draft", draft)):
+        weights = d / "model.safetensors"
+        if weights.is_file():
+            inputs[f"{name}_sha256"] = acc.file_digest(weights)
+    extra = {"per_prompt": run.per_prompt()}
+    run_info = {"steps": run.steps, "generated_tokens": int(sum(run.generated)), "seconds": round(run.seconds, 1),
+                **({"position1_expected": run.expected_first_rate()} if temperature > 0 else {}),
+                "prompt_tokens_mean": round(float(sum(run.prompt_tokens)) / n, 1)} | run.info
+    return obs, inputs, extra, run_info
+
+
+def _shown(path: Path) -> str:
+    """A path as recorded in provenance: shipped files relative to the package, others as given."""
+    from minedraft.calibration import DATA
+
+    try:
+        return "minedraft.calibration:data/" + Path(path).resolve().relative_to(DATA).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def load_prompts(path: Path, flag: str) -> list[str]:
+    """JSONL (``text`` or ``prompt`` per object, or bare JSON strings) or plain text, one prompt per line."""
+    text = read_text(path, flag)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    try:
+        first = json.loads(lines[0])
+    except json.JSONDecodeError:
+        return lines
+    if not isinstance(first, (dict, str)):
+        return lines
+    out = []
+    for n, ln in enumerate(lines, 1):
+        try:
+            item = json.loads(ln)
+        except json.JSONDecodeError:
+            raise InputError(flag, f"line {n} is not valid JSON (the file's first line is)", str(path)) from None
+        if isinstance(item, dict):
+            item = item.get("text", item.get("prompt"))
+        require(isinstance(item, str) and item != "", flag, f"line {n} needs a non-empty 'text' or 'prompt' string",
+                str(path))
+        out.append(item)
+    return out
+
+
+class _Progress:
+    """A Rich progress bar over prompts (terminal only)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("speculative decoding"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("pair", total=total)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_estimate(est) -> None:
+    out = Console()
+    level = f"{est.level:.0%}"
+    t = Table(title=f"{est.curve.source}", title_justify="left")
+    t.add_column("position", justify="right")
+    t.add_column("rate", justify="right")
+    t.add_column(f"{level} CI ({est.ci_method})", justify="right")
+    t.add_column("conditional", justify="right")
+    if est.counts is not None:
+        t.add_column("accepted / drafts", justify="right")
+    cond = est.curve.conditional
+    for i, r in enumerate(est.rates):
+        row = [str(i + 1), f"{r:.4f}", f"[{est.lower[i]:.4f}, {est.upper[i]:.4f}]", f"{cond[i]:.4f}"]
+        if est.counts is not None:
+            row.append(f"{est.counts.accepted[i]} / {est.counts.reached[i]}" if i < est.counts.positions else "–")
+        t.add_row(*row)
+    out.print(t)
+    k = est.curve.positions
+    out.print(f"method {est.method}; mean acceptance length at k={k}: {est.mean_length():.4f} (bonus token included)")
+    if est.fit:
+        f = est.fit
+        if f.get("model") == "geometric":
+            out.print(f"geometric alpha = {f['alpha']:.4f}, {level} CI [{f['alpha_ci'][0]:.4f}, {f['alpha_ci'][1]:.4f}] "
+                      f"({f['estimator']})")
+        else:
+            lo, hi = f["mean_length_ci"]
+            out.print(f"mean acceptance length {f['mean_acceptance_length']:.4f}, {level} CI [{lo:.4f}, {hi:.4f}]")
+    for w in est.warnings:
+        out.print(f"[yellow]warning:[/] {w}")
+    run = est.provenance.get("run", {})
+    if "steps" in run and "seconds" in run:
+        out.print(f"{run['steps']} verification steps, {run['generated_tokens']} tokens in {run['seconds']} s")
+    if "position1_expected" in run:
+        out.print(f"position 1: mean over steps of P(accept | context) = {run['position1_expected']:.4f} "
+                  "(sum of min(p, q); the measured rate should agree within its interval)")
+
+
+# ============================================================================ latency
+# The `latency` subcommand (issue 6, item 1: profile step times on a GPU, fit, write a LatencyProfile) is
+# written separately in calibration/latency*.py. To plug it in, add one entry to SUBCOMMANDS below:
+#     "latency": (latency_cli.add_arguments, latency_cli.run, "profile step times and fit a latency model"),
+# where add_arguments(parser) adds its flags and run(namespace, argv) returns an exit status.
+# ----------------------------------------------------------------------------------------------------------
+SUBCOMMANDS = {
+    "acceptance": (add_acceptance_args, run_acceptance,
+                   "acceptance curve with confidence intervals from vLLM metrics, a trace or a model pair"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = common.Parser(prog="minedraft-calibrate", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", parser_class=common.Parser)
+    for name, (add_args, _, help_text) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_args(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    require(a.command is not None, "command", f"choose one of {', '.join(SUBCOMMANDS)}", "none")
+    return SUBCOMMANDS[a.command][1](a, argv)
+
+
+def cli() -> None:
+    raise SystemExit(common.run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,82 @@
+"""Re-simulate exactly what a measured run did: its requests, arrivals, engine config and acceptance.
+
+A run is a trace written by ``minedraft-exec`` (or ``benchmarks/gpu_ar_sd.py``): its request records give
+the actual prompt and output lengths and arrival times; its header the policy, k, max_num_seqs, the token
+budget and the synthetic acceptance (or, without one, the acceptance the run measured per position).
+vLLM V1 schedules with chunked prefill, so the replay runs the policy with ``prefill_mode="chunked"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from minedraft.acceptance import AcceptanceCurve
+from minedraft.costs import StepCosts
+from minedraft.errors import require
+from minedraft.policies import POLICIES, PolicyConfig
+from minedraft.simulator.engine import simulate
+from minedraft.trace import Trace, trace_from_records
+from minedraft.workload import Requests
+
+
+@dataclass
+class MeasuredRun:
+    """What a measured trace says was run."""
+
+    name: str
+    policy: str
+    target: str
+    draft: str | None
+    k: int
+    alpha: float | None
+    requests: Requests
+    cfg: PolicyConfig
+    curve: AcceptanceCurve | None
+    trace: Trace
+    header: dict
+
+
+def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
+    header = next((r for r in records if r.get("type") == "header"), None)
+    require(header is not None, "run", "trace has no header record", name)
+    cfg = header.get("config") or {}
+    policy = header.get("policy") or cfg.get("policy")
+    require(policy in POLICIES, "run", f"policy must be one of {', '.join(POLICIES)}", policy)
+    traces = trace_from_records(records)
+    trace = traces.get(policy) or next(iter(traces.values()))
+    reqs = sorted((r for r in records if r.get("type") == "request"), key=lambda r: r["request_id"])
+    require(len(reqs) > 0, "run", "trace has no request records", name)
+    ids = [int(r["request_id"]) for r in reqs]
+    require(ids == list(range(len(ids))), "run", "request ids must be 0..n-1 (a complete run)", name)
+    requests = Requests(arrival=np.array([float(r["arrival"]) for r in reqs]),
+                        prompt_len=np.array([int(r["prompt_len"]) for r in reqs]),
+                        output_len=np.array([int(r["output_len"]) for r in reqs]))
+    ex = cfg.get("executor") or {}
+    k = int(cfg.get("k") or 0)
+    spec = ex.get("speculative") or {}
+    curve = None
+    if POLICIES[policy].speculative:
+        rates = spec.get("synthetic_acceptance_rates")
+        if cfg.get("alpha") is not None:  # the run's own α: benchmarks rewrite the engine's rates in place
+            curve = AcceptanceCurve.geometric(float(cfg["alpha"]), max(k, 1))
+        elif rates:
+            curve = AcceptanceCurve(tuple(rates), source="synthetic (as run)")
+        else:
+            m = trace.pos_drafts[:k] > 0
+            require(bool(m.all()), "run", "trace has no per-position acceptance to replay", name)
+            rates = np.minimum.accumulate(trace.pos_accepted[:k] / trace.pos_drafts[:k])
+            curve = AcceptanceCurve(tuple(rates.tolist()), source="measured per position")
+    pcfg = PolicyConfig(max_num_seqs=int(cfg.get("max_num_seqs") or ex.get("max_num_seqs")),
+                        num_speculative_tokens=max(k, 1),
+                        max_num_batched_tokens=int(ex.get("max_num_batched_tokens") or 2048),
+                        prefill_mode="chunked")
+    return MeasuredRun(name, policy, str(cfg.get("target")), cfg.get("draft"), k, cfg.get("alpha"), requests, pcfg,
+                       curve, trace, header)
+
+
+def replay(run: MeasuredRun, costs: StepCosts, seed: int = 0) -> Trace:
+    """Simulate the measured run's requests under its config with ``costs``."""
+    return simulate(run.policy, run.requests, run.cfg, costs, run.curve, seed=seed,
+                    target_gpus=run.trace.num_gpus or 1)
