@@ -30,6 +30,20 @@ from minedraft.latency import Affine
 
 STEP_MODEL_KIND = "minedraft.step_model"
 TERMS = ("fixed_s", "per_token_s", "per_context_s", "prefill_token_s")
+#: Shipped fits: data/profiles/<gpu>/<target>.json and <target>+<draft>.json (the drafter's terms are fitted
+#: per pair: in vLLM the drafter runs inside the target's step, and its per-forward cost differs by pair).
+PROFILES = Path(__file__).parent / "data" / "profiles"
+
+
+def draft_key(draft: str, target: str) -> str:
+    return f"{target}+{draft}"
+
+
+def shipped(gpu: str, target: str, draft: str | None = None) -> Path | None:
+    """The shipped step model of ``target`` (or of ``draft`` drafting for it) on ``gpu``, if measured."""
+    name = draft_key(draft, target) if draft else target
+    p = PROFILES / gpu / f"{name}.json"
+    return p if p.is_file() else None
 
 
 @dataclass
@@ -132,8 +146,13 @@ def _design(rows: list[StepRow], names: list[str]) -> tuple[np.ndarray, np.ndarr
 
 
 def fit_steps(rows: list[StepRow], gpu: str, provenance: dict | None = None) -> StepFit:
-    """Non-negative least squares over all steps; relative error, each run weighted equally."""
+    """Non-negative least squares over all steps; relative error, each run weighted equally.
+
+    Drafters are fitted per (target, drafter) pair and named ``target+draft`` in the result.
+    """
     require(len(rows) >= 8, "steps", "need at least 8 measured steps", len(rows))
+    rows = [r if r.draft is None else StepRow(r.run, r.target, draft_key(r.draft, r.target), r.k, r.batch,
+                                              r.context, r.chunk, r.draft_rows, r.seconds) for r in rows]
     names = sorted({r.target for r in rows} | {r.draft for r in rows if r.draft})
     x, y, runs = _design(rows, names)
     _, inverse, counts = np.unique(runs, return_inverse=True, return_counts=True)

@@ -60,3 +60,35 @@ def console() -> Console:
     """A console that does not squeeze tables when output goes to a file or pipe."""
     c = Console()
     return c if c.is_terminal else Console(width=max(c.width, 130))
+
+
+def save_figure(fig, stem, width: int, height: int, scale: float = 1.25) -> str:
+    """Write ``stem``.html (always) and ``stem``.png when a static exporter exists; returns what was written.
+
+    PNG export: plotly's own (kaleido >= 1, which needs a Chrome), else kaleido 0.2.1's bundled Chromium
+    (``pip install kaleido==0.2.1``, the ``figures`` extra).
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(stem.with_suffix(".html"), include_plotlyjs="cdn")
+    png = stem.with_suffix(".png")
+    try:
+        fig.write_image(png, width=width, height=height, scale=scale)
+        return "png"
+    except Exception:  # noqa: BLE001 - plotly >= 6 wants kaleido >= 1; fall back to kaleido 0.2.1
+        pass
+    try:
+        import plotly
+        from kaleido.scopes.plotly import PlotlyScope
+
+        js = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
+        scope = PlotlyScope(plotlyjs=js)
+        png.write_bytes(scope.transform(json.loads(fig.to_json()), format="png", width=width, height=height,
+                                        scale=scale))
+        return "png"
+    except Exception:  # noqa: BLE001 - no exporter: HTML only
+        return "html"

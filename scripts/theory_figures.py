@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,32 +48,17 @@ from minedraft.latency import Constant, Roofline
 from minedraft.metrics import compute_metrics
 from minedraft.policies import PolicyConfig
 from minedraft.presets import gpu_spec, model_shape
+from minedraft.report import save_figure
 from minedraft.workload import LengthDist, Workload
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "figures"
 
 
 def save(fig: go.Figure, name: str, width: int, height: int) -> str:
-    OUT.mkdir(parents=True, exist_ok=True)
-    fig.write_html(OUT / f"{name}.html", include_plotlyjs="cdn")
-    png = OUT / f"{name}.png"
-    try:
-        fig.write_image(png, width=width, height=height, scale=1.25)
-        return "png"
-    except Exception:  # noqa: BLE001 - plotly >= 6 wants kaleido >= 1 (needs Chrome); try kaleido 0.2.1
-        pass
-    try:
-        import plotly
-        from kaleido.scopes.plotly import PlotlyScope
-
-        js = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
-        scope = PlotlyScope(plotlyjs=js)
-        png.write_bytes(scope.transform(json.loads(fig.to_json()), format="png", width=width, height=height,
-                                        scale=1.25))
-        return "png"
-    except Exception as exc:  # noqa: BLE001
-        print(f"  ({name}: no PNG: {exc.__class__.__name__}; HTML only)", file=sys.stderr)
-        return "html only"
+    got = save_figure(fig, OUT / name, width, height)
+    if got != "png":
+        print(f"  ({name}: no PNG exporter; HTML only)", file=sys.stderr)
+    return got
 
 
 # ------------------------------------------------------------------------------------------ the 37% map

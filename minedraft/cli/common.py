@@ -283,21 +283,52 @@ def step_costs(a: argparse.Namespace, needs_drafter: bool) -> tuple[StepCosts, i
         info["latency_model"] = "constant"
     else:
         gpu = gpu_spec(a.gpu, "--gpu")
+        sources = []
         if a.latency_profile:
-            target = Table(LatencyProfile.load(a.latency_profile, "--latency-profile"))
+            target = load_latency(a.latency_profile, "--latency-profile")
+            sources.append("target: measured (given profile)")
         else:
-            target = _roofline(a.target, "--target", gpu, tp)
+            target, src = _shipped_or_roofline(a.target, None, "--target", gpu, tp)
+            sources.append(f"target: {src}")
         draft = None
         if needs_drafter:
             if a.draft_latency_profile:
-                draft = Table(LatencyProfile.load(a.draft_latency_profile, "--draft-latency-profile"))
+                draft = load_latency(a.draft_latency_profile, "--draft-latency-profile")
+                sources.append("drafter: measured (given profile)")
             else:
-                draft = _roofline(a.draft, "--draft", gpu, 1)
-        info |= {"latency_model": "measured" if a.latency_profile else "roofline (uncalibrated defaults)",
+                draft, src = _shipped_or_roofline(a.draft, a.target, "--draft", gpu, tp)
+                sources.append(f"drafter: {src}")
+        kinds = {"roofline" if "roofline" in src else "measured" for src in sources}
+        info |= {"latency_model": kinds.pop() if len(kinds) == 1 else "mixed", "latency_sources": "; ".join(sources),
                  "gpu": gpu.key, "target": a.target, "draft": a.draft}
     info["target_latency"] = target.label
     info["draft_latency"] = draft.label if draft is not None else None
     return StepCosts(target, draft, step_overhead_s=overhead, transfer_s=transfer), tp, info
+
+
+def load_latency(path: str, flag: str) -> LatencyModel:
+    """A latency file: a measured grid (LatencyProfile) or a fitted step model (Affine)."""
+    from minedraft.calibration.steps import STEP_MODEL_KIND, load_step_model
+    from minedraft.errors import read_json
+
+    data = read_json(path, flag)
+    if isinstance(data, dict) and data.get("kind") == STEP_MODEL_KIND:
+        return load_step_model(path, flag)[0]
+    return Table(LatencyProfile.load(path, flag))
+
+
+def _shipped_or_roofline(name: str, target: str | None, flag: str, gpu, tp: int) -> tuple[LatencyModel, str]:
+    """The step model measured on this GPU for this model (and pair), shipped with the package; else the
+    uncalibrated roofline. Shipped fits are TP 1 for the target (the drafter always runs TP 1)."""
+    from minedraft.calibration.steps import load_step_model, shipped
+
+    key = name.strip().lower()
+    path = None
+    if tp == 1:  # shipped fits are of TP 1 engines (vLLM's drafter then also runs on that one GPU)
+        path = shipped(gpu.key, target.strip().lower(), key) if target else shipped(gpu.key, key)
+    if path is not None:
+        return load_step_model(path, flag)[0], f"fitted to vLLM steps measured on {gpu.key}"
+    return _roofline(name, flag, gpu, 1 if target else tp), "roofline (uncalibrated defaults)"
 
 
 def _roofline(name: str, flag: str, gpu, tp: int) -> LatencyModel:

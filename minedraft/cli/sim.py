@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.quiet and json_out != "-":
         out = console()
         t = timing
-        where = (f"{t['target']} TP{t['tensor_parallel_size']} + {t['draft']} on {t['gpu']}, {t['latency_model']}"
+        where = (f"{t['target']} TP{t['tensor_parallel_size']} + {t['draft']} on {t['gpu']}, {t['latency_sources']}"
                  if t["latency_model"] != "constant" else
                  f"constant step times: verify {a.verify_ms} ms, draft {a.draft_ms} ms/forward")
         curve_txt = curve.source if curve else "none"
