@@ -163,6 +163,21 @@ def fit_steps(rows: list[StepRow], gpu: str, provenance: dict | None = None) -> 
     return StepFit(models, gpu, sorted(set(runs.tolist())), float(np.median(err)), provenance or {})
 
 
+def predict_steps(fit: StepFit, rows: list[StepRow]) -> np.ndarray:
+    """Predicted seconds of measured steps under ``fit`` (the same composition the fit used)."""
+    pred = []
+    for r in rows:
+        t = fit.models[r.target]
+        sec = t.fixed_s + t.per_token_s * (r.batch * (r.k + 1) if r.batch else 0) + t.per_context_s * r.context \
+            + (t.prefill_token_s or 0.0) * r.chunk
+        if r.draft and r.k:
+            d = fit.models[draft_key(r.draft, r.target)]
+            sec += r.k * d.fixed_s + d.per_token_s * 2 * r.k * r.draft_rows + d.per_context_s * r.k * r.context \
+                + (d.prefill_token_s or 0.0) * r.chunk
+        pred.append(sec)
+    return np.asarray(pred)
+
+
 def load_step_model(path: str | Path, field_name: str = "latency-profile") -> tuple[Affine, dict]:
     """A shipped or fitted step model file -> (Affine, its JSON)."""
     data = read_json(path, field_name)

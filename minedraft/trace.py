@@ -16,9 +16,11 @@ Readers also accept the published MineDraft benchmark traces (see :func:`from_mi
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,3 +363,31 @@ def _replay_op(rec: TraceRecorder, o: dict, n: int) -> None:
            np.asarray(acc, dtype=np.int64) if acc is not None else None, totals=totals)
     rec.cols["size"][-1] = int(o.get("size", len(ids)))
 
+
+def load_runs(paths: list[str], folder: str | None = None, flag: str = "--all") -> dict[str, list[dict]]:
+    """Measured runs by name: trace files, plus every trace (``*.jsonl``, or inside ``traces_*.tgz``) of
+    ``folder``. Other JSONL files in the folder (results, logs) are skipped."""
+    runs: dict[str, list[dict]] = {}
+    if folder is not None:
+        d = Path(folder)
+        require(d.is_dir(), flag, "must name a folder of traces", folder)
+        for tgz in sorted(d.glob("traces_*.tgz")):
+            try:
+                with tarfile.open(tgz) as tf:
+                    for m in tf.getmembers():
+                        if m.isfile() and m.name.endswith(".jsonl"):
+                            text = tf.extractfile(m).read().decode()
+                            runs[Path(m.name).stem] = [json.loads(x) for x in io.StringIO(text) if x.strip()]
+            except (tarfile.TarError, OSError, json.JSONDecodeError, UnicodeDecodeError):
+                raise InputError(flag, "holds an unreadable trace archive", str(tgz)) from None
+        paths = paths + [str(p) for p in sorted(d.glob("*.jsonl")) if _is_trace(p)]
+    for p in paths:
+        runs[Path(p).stem] = list(read_records(p, "run"))
+    require(len(runs) > 0, "run", "give a trace file or --all DIR with traces")
+    return runs
+
+
+def _is_trace(path: Path) -> bool:
+    """A trace starts with our header record (other JSONL files in a folder, e.g. results, are skipped)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return '"type": "header"' in fh.readline().replace('"type":"header"', '"type": "header"')

@@ -115,7 +115,7 @@ where prompt chunks ride in decode steps and the drafter runs inside the target'
 acceptance (its synthetic α), and step times from the fitted step models: one `Affine` line per target and
 per (target, drafter) pair, `fixed + per_token x tokens + per_context x cached tokens read + per_prompt_token
 x prompt tokens`, fitted by non-negative least squares to every engine step of the calibration runs
-(`minedraft.calibration.steps`, `scripts/fit_step_profiles.py`). The simulator and the fit compose a
+(`minedraft.calibration.steps`; `minedraft-calibrate latency --from DIR --gpu GPU --hold-out PATTERNS --out DIR`). The simulator and the fit compose a
 vLLM SD step the same way: the target's forward over the decode rows and prompt chunks, then the
 drafter's k forwards over the same rows.
 

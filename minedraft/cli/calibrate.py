@@ -4,7 +4,7 @@ Subcommands:
   acceptance   an acceptance curve with confidence intervals, from vLLM's spec-decode metrics (Prometheus text
                or a get_metrics() dump), a trace (ours or a published MineDraft one), or a draft/target model
                pair run on prompts (``--pair``: the small pair trained here and shipped with the package)
-  latency      step-time profiles (see the marked place below)
+  latency      step models fitted to measured vLLM engine steps, with held-out error
 """
 
 from __future__ import annotations
@@ -266,14 +266,73 @@ def _print_estimate(est) -> None:
 
 
 # ============================================================================ latency
-# The `latency` subcommand (issue 6, item 1: profile step times on a GPU, fit, write a LatencyProfile) is
-# written separately in calibration/latency*.py. To plug it in, add one entry to SUBCOMMANDS below:
-#     "latency": (latency_cli.add_arguments, latency_cli.run, "profile step times and fit a latency model"),
-# where add_arguments(parser) adds its flags and run(namespace, argv) returns an exit status.
-# ----------------------------------------------------------------------------------------------------------
+def add_latency_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("traces", nargs="*", help="measured traces (minedraft-exec / benchmarks/gpu_ar_sd.py)")
+    p.add_argument("--from", dest="folder", default=None,
+                   help="a measurements folder: every trace in it (*.jsonl, traces_*.tgz)")
+    p.add_argument("--gpu", required=True, help="the GPU the traces were measured on (names the profiles)")
+    p.add_argument("--hold-out", default="",
+                   help="comma list of run-name patterns kept out of the fit and used to report its error")
+    p.add_argument("--out", required=True, help="folder for the step models (<target>.json, <target>+<draft>.json)")
+
+
+def run_latency(a: argparse.Namespace, argv: list[str] | None) -> int:
+    """Fit step models to measured vLLM steps; report the error on held-out runs (steps and throughput).
+
+    Measuring the traces is a GPU job: benchmarks/gpu_ar_sd.py (AR and SD over k, batch and synthetic
+    acceptance; see docs/measurements/) writes them.
+    """
+    import numpy as np
+
+    from minedraft.calibration.steps import fit_steps, predict_steps, step_rows
+    from minedraft.costs import StepCosts
+    from minedraft.metrics import compute_metrics
+    from minedraft.simulator.replay import measured_run, replay
+    from minedraft.trace import load_runs
+
+    out = Path(a.out)
+    require(not out.is_file(), "--out", "must be a folder (it is created if missing)", a.out)
+    runs = load_runs(a.traces, a.folder, "--from")
+    held = [p for p in a.hold_out.split(",") if p]
+    train = {n: r for n, r in runs.items() if not any(h in n for h in held)}
+    test = {n: r for n, r in runs.items() if any(h in n for h in held)}
+    require(len(train) > 0, "--hold-out", "holds out every run; nothing is left to fit", a.hold_out)
+    rows = [row for n, recs in train.items() for row in step_rows(recs, n)]
+    prov = {"command": "minedraft-calibrate " + " ".join(argv if argv is not None else sys.argv[1:]), "runs": sorted(train),
+            "held_out": sorted(test), "date": __import__("datetime").date.today().isoformat()}
+    fit = fit_steps(rows, a.gpu.lower(), prov)
+    paths = fit.save(out)
+    console = common_console()
+    console.print(f"fitted {len(fit.models)} step models to {len(rows)} steps of {len(train)} runs "
+                  f"(median |step error| {fit.step_median_abs_rel_error:.1%}); wrote {', '.join(p.name for p in paths)}")
+    if test:
+        step_err, tput_err = [], []
+        for n, recs in test.items():
+            trows = step_rows(recs, n)
+            pred = predict_steps(fit, trows)
+            step_err.extend(np.abs(pred / np.array([r.seconds for r in trows]) - 1))
+            run = measured_run(recs, n)
+            costs = StepCosts(fit.models[run.target], fit.models.get(f"{run.target}+{run.draft}") if run.draft
+                              else None)
+            m, p = compute_metrics(run.trace), compute_metrics(replay(run, costs))
+            tput_err.append(abs(p["output_throughput"] / m["output_throughput"] - 1))
+        console.print(f"held out {len(test)} runs: step |error| median {np.median(step_err):.1%}, p90 "
+                      f"{np.percentile(step_err, 90):.1%}; output throughput |error| median {np.median(tput_err):.1%}, "
+                      f"worst {max(tput_err):.1%}")
+    return 0
+
+
+def common_console():
+    from minedraft.report import console
+
+    return console()
+
+
 SUBCOMMANDS = {
     "acceptance": (add_acceptance_args, run_acceptance,
                    "acceptance curve with confidence intervals from vLLM metrics, a trace or a model pair"),
+    "latency": (add_latency_args, run_latency,
+                "fit step models to measured vLLM steps and report their error on held-out runs"),
 }
 
 

@@ -8,9 +8,7 @@ Step times come from fitted step models: ``--profile-dir`` or the ones shipped f
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +17,11 @@ from rich.table import Table
 from minedraft.calibration.steps import PROFILES, draft_key, load_step_model
 from minedraft.cli import common
 from minedraft.costs import StepCosts
-from minedraft.errors import InputError, require
+from minedraft.errors import require
 from minedraft.metrics import compute_metrics
 from minedraft.report import console
 from minedraft.simulator.replay import measured_run, replay
-from minedraft.trace import read_records
+from minedraft.trace import load_runs
 from minedraft.validation import compare, run_figure, step_times, summary_figure
 
 
@@ -38,33 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", default=None, help="write the figure (one run: bars and step CDFs; --all: scatter)")
     p.add_argument("--quiet", action="store_true")
     return p
-
-
-def load_runs(paths: list[str], folder: str | None) -> dict[str, list[dict]]:
-    runs: dict[str, list[dict]] = {}
-    if folder is not None:
-        d = Path(folder)
-        require(d.is_dir(), "--all", "must name a folder of traces", folder)
-        for tgz in sorted(d.glob("traces_*.tgz")):
-            try:
-                with tarfile.open(tgz) as tf:
-                    for m in tf.getmembers():
-                        if m.isfile() and m.name.endswith(".jsonl"):
-                            text = tf.extractfile(m).read().decode()
-                            runs[Path(m.name).stem] = [json.loads(x) for x in io.StringIO(text) if x.strip()]
-            except (tarfile.TarError, OSError, json.JSONDecodeError, UnicodeDecodeError):
-                raise InputError("--all", "holds an unreadable trace archive", str(tgz)) from None
-        paths = paths + [str(p) for p in sorted(d.glob("*.jsonl")) if _is_trace(p)]
-    for p in paths:
-        runs[Path(p).stem] = list(read_records(p, "run"))
-    require(len(runs) > 0, "run", "give a trace file or --all DIR with traces")
-    return runs
-
-
-def _is_trace(path: Path) -> bool:
-    """A trace starts with our header record (other JSONL files in a folder, e.g. results, are skipped)."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        return '"type": "header"' in fh.readline().replace('"type":"header"', '"type": "header"')
 
 
 def step_models(a: argparse.Namespace) -> Path:
