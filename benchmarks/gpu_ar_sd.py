@@ -77,6 +77,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="start no run (or engine) after this many seconds; print 'skipped' lines instead")
     p.add_argument("--engine-start-s", type=float, default=120.0,
                    help="time an engine start (with warm-up and one run) is assumed to need before the deadline")
+    p.add_argument("--in-process", action="store_true",
+                   help="start every engine in this process (default: one child process per engine, since an "
+                        "in-process engine does not hand all its GPU memory back when dropped)")
     p.add_argument("--check-reuse", action="store_true",
                    help="for the first SD engine, rerun its smallest max_num_seqs on a fresh engine started with it")
     return p.parse_args(argv)
@@ -98,8 +101,35 @@ def emit(obj: dict) -> None:
     print(json.dumps(obj, default=lambda x: x.item() if hasattr(x, "item") else str(x)), flush=True)
 
 
+def engines_in_children(a: argparse.Namespace, argv: list[str]) -> int:
+    """Run each engine of the grid in a child process of its own (the same script, one engine each)."""
+    import subprocess
+
+    clock = Clock(a.deadline_s)
+    base = [x for x in argv]
+    jobs = [] if a.no_ar else [["--drafts", "", "--ks", "1"]]
+    for d in [d for d in a.drafts.split(",") if d.strip()]:
+        for k in _ints(a.ks):
+            jobs.append(["--no-ar", "--drafts", d, "--ks", str(k)])
+    rc = 0
+    for job in jobs:
+        child = base + job + ["--in-process"]
+        if a.deadline_s is not None:
+            left = a.deadline_s - clock.elapsed
+            if left < a.engine_start_s:
+                emit({"kind": "skipped", "job": job, "reason": "deadline (engine start)"})
+                continue
+            child += ["--deadline-s", f"{left:.0f}"]
+        rc = max(rc, subprocess.run([sys.executable, __file__, *child]).returncode)
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     a = parse(argv)
+    if not a.in_process and (len(_ints(a.ks)) * len([d for d in a.drafts.split(",") if d.strip()])
+                             + (0 if a.no_ar else 1)) > 1:
+        return engines_in_children(a, argv)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     _import_minedraft()
