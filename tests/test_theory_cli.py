@@ -167,7 +167,10 @@ def bad_invocation(draw, files):
         args = [arg]
     extras = draw(st.lists(st.sampled_from([["--quiet"], ["--max-num-seqs", "8"], ["-k", "3"]]), max_size=2))
     for e in extras:
-        if e[0] not in args and not (e[0] == "-k" and "--num-speculative-tokens" in args):
+        # a companion must not repeat the bad flag in any spelling ("-k0", "--max-num-seqs=0"): the last wins
+        clash = any(x.startswith(e[0]) for x in args) or (e[0] == "-k" and any(
+            x.startswith("--num-speculative-tokens") for x in args))
+        if not clash:
             args = e + args if draw(st.booleans()) else args + e
     return args
 
