@@ -1,4 +1,4 @@
-"""minedraft.executor: real runs on vLLM (AR and SD today; PSD and PEARL with the plugin, step 6).
+"""minedraft.executor: real runs on vLLM (vLLM's AR and SD; PSD and PEARL through the plugin in ``psd/``).
 
 Importing this package does not import vLLM: the engine-facing modules (:mod:`.hooks`, :mod:`.engine`)
 import it when an engine is built, so flag validation and the pure helpers work without the extra.

@@ -21,6 +21,11 @@ CPU). Both are driven through the same public-ish surface: ``EngineArgs`` ->
   previous engine's collectors. :func:`spec_decode_counters` filters by the engine's unique served
   model name and returns ``None`` when its collectors are gone.
 
+- **The PSD/PEARL plugin** (:mod:`minedraft.executor.psd`) uses the same seams in both (read in both
+  sources, listed at :func:`draft_engine_core`); one build difference matters to it: the CPU build's
+  rejection-sampler ``expand_kernel`` fallback leaves sampled verification biased, in both versions,
+  fixed by :func:`fix_cpu_expand_kernel` through each version's own kernel-override route.
+
 vLLM is imported lazily (inside functions): importing ``minedraft.executor`` stays cheap and works
 without vLLM installed, so the CLI can validate flags before paying for the import.
 """
@@ -253,3 +258,178 @@ def free_memory() -> None:
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001 - best effort
         pass
+
+
+# --------------------------------------------------------------------- the PSD/PEARL plugin (step 6)
+# Seams read in both sources (0.26.0 wheel, 0.32.0 CPU build) and used the same way in both:
+#   SchedulerOutput.make_empty() + attribute assignment (0.26 has num_common_prefix_blocks as a required
+#   field, 0.32 keeps it as a deprecated default), NewRequestData(req_id, prompt_token_ids, mm_features,
+#   sampling_params, pooling_params, block_ids, num_computed_tokens, lora_request),
+#   CachedRequestData.make_empty() with req_ids / num_computed_tokens / new_block_ids / num_output_tokens,
+#   EngineCore(vllm_config, executor_class, log_stats), Executor.execute_model / sample_tokens,
+#   ModelRunnerOutput.req_ids / sampled_token_ids, Scheduler.kv_cache_config / block_size.
+def draft_engine_core(spec: dict):
+    """The drafter's vLLM engine core (in the drafter process): vLLM's runner, KV cache and CUDA graphs for
+    the draft model. Its scheduler is never used; the drafter builds each forward's SchedulerOutput."""
+    pin_env()
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.core import EngineCore
+    from vllm.v1.executor.abstract import Executor
+
+    kw = dict(model=spec["model"], load_format=spec.get("load_format", "auto"), dtype=spec.get("dtype", "auto"),
+              skip_tokenizer_init=True, max_model_len=int(spec["max_model_len"]),
+              max_num_seqs=int(spec["max_num_seqs"]), max_num_batched_tokens=int(spec["max_num_batched_tokens"]),
+              enable_prefix_caching=False, seed=int(spec.get("seed", 0)), distributed_executor_backend="uni",
+              disable_log_stats=True)
+    for key in ("kv_cache_memory_bytes", "gpu_memory_utilization", "enforce_eager"):
+        if spec.get(key) is not None:
+            kw[key] = spec[key]
+    if is_cpu_build() and kw.get("enforce_eager") is None:
+        kw["enforce_eager"] = True
+    try:
+        cfg = engine_args(**kw).create_engine_config(UsageContext.ENGINE_CONTEXT)
+    except ValueError as exc:  # the target's length + the drafter's lead exceeds the drafter's positions
+        if "max_model_len" not in str(exc):
+            raise
+        kw.pop("max_model_len")
+        cfg = engine_args(**kw).create_engine_config(UsageContext.ENGINE_CONTEXT)
+    core = EngineCore(cfg, Executor.get_class(cfg), log_stats=False)
+    return core, cfg
+
+
+def engine_core_kv_layout(core) -> tuple[int, int, int]:
+    """(block size, number of blocks, number of KV cache groups) of an engine core's KV cache."""
+    sched = core.scheduler
+    kv = sched.kv_cache_config
+    return int(sched.block_size), int(kv.num_blocks), len(kv.kv_cache_groups)
+
+
+def drafter_scheduler_output(new_reqs, cached, num_scheduled: dict[str, int], finished: set[str], params,
+                             num_groups: int):
+    """A SchedulerOutput for one drafter forward.
+
+    ``new_reqs``: (req_id, token ids, num_computed_tokens, block ids) entering the runner (all their tokens
+    as prompt, KV valid for the first ``num_computed_tokens``); ``cached``: (req_id, num_computed_tokens,
+    outputs sampled since entering) already in it; ``finished``: ids the runner should drop first.
+    """
+    from vllm.v1.core.sched.output import CachedRequestData, NewRequestData, SchedulerOutput
+
+    so = SchedulerOutput.make_empty()
+    so.scheduled_new_reqs = [
+        NewRequestData(req_id=rid, prompt_token_ids=toks, mm_features=[], sampling_params=params, pooling_params=None,
+                       block_ids=(blocks,), num_computed_tokens=int(kv), lora_request=None)
+        for rid, toks, kv, blocks in new_reqs]
+    cr = CachedRequestData.make_empty()
+    cr.req_ids = [c[0] for c in cached]
+    cr.num_computed_tokens = [int(c[1]) for c in cached]
+    cr.new_block_ids = [None] * len(cached)
+    cr.num_output_tokens = [int(c[2]) for c in cached]
+    so.scheduled_cached_reqs = cr
+    so.num_scheduled_tokens = dict(num_scheduled)
+    so.total_num_scheduled_tokens = int(sum(num_scheduled.values()))
+    so.finished_req_ids = set(finished)
+    so.num_common_prefix_blocks = [0] * num_groups  # 0.26: read per KV group for cascade attention
+    return so
+
+
+def run_forward(core, scheduler_output):
+    """Execute one forward + sampling on an engine core's executor (what EngineCore.step does, minus the scheduler)."""
+    ex = core.model_executor
+    out = ex.execute_model(scheduler_output)
+    if out is None:
+        out = ex.sample_tokens(None)
+    return out
+
+
+def runner_of(worker):
+    """The model runner of a vLLM worker (0.26 and 0.32: ``worker.model_runner``)."""
+    return getattr(worker, "model_runner", None) or getattr(getattr(worker, "worker", None), "model_runner", None)
+
+
+def request_max_tokens(request) -> int:
+    """A vLLM ``Request``'s output budget (``max_tokens``; same attribute in 0.26 and 0.32)."""
+    return int(request.max_tokens)
+
+
+def gpu_count() -> int:
+    """GPUs visible to this process without initialising CUDA here (vLLM's platform count)."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        return 0
+    try:
+        return int(current_platform.device_count())
+    except Exception:  # noqa: BLE001 - older platforms
+        import torch
+
+        return int(torch.cuda.device_count())
+
+
+def _expand_kernel_fixed(output, input_val, cu_num_tokens, replace_from, replace_to, MAX_NUM_TOKENS=None):
+    """``rejection_sampler.expand_kernel`` for the CPU build, in torch: output[t] = input[request of t]."""
+    import torch
+
+    n = int(cu_num_tokens[-1]) if cu_num_tokens.numel() else 0
+    counts = torch.diff(cu_num_tokens.to(torch.int64), prepend=cu_num_tokens.new_zeros(1, dtype=torch.int64))
+    vals = torch.where(input_val == replace_from, torch.full_like(input_val, replace_to), input_val)
+    output[:n].copy_(torch.repeat_interleave(vals, counts).to(output.dtype))
+
+
+class _GridCall:
+    """``kernel[grid](...)`` -> ``fn(...)`` (how 0.26's CPU runner installs its kernel fallbacks)."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __getitem__(self, grid):
+        return self.fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def fix_cpu_expand_kernel() -> bool:
+    """Work around a CPU-build bug (0.26.0 and 0.32.0) that biases sampled speculative decoding.
+
+    The CPU fallback of the rejection sampler's ``expand_kernel`` (``cpu_triton_utils._expand_kernel_impl``)
+    converts its float output buffer to a new int64 tensor, writes there, and never copies back, so the
+    per-token temperatures that ``apply_sampling_constraints`` divides the target logits by stay
+    uninitialised memory. Greedy requests never call it; sampled ones (vLLM's own ``draft_model`` SD
+    included) are verified against garbage-tempered target distributions (measured here: a drafter the
+    target accepts ~1 % of the time saw 80 % of its drafts accepted). GPU builds use the Triton kernel and
+    are unaffected. This installs a torch implementation through the build's own kernel-override route
+    (0.32: ``triton_utils.dispatcher.register_kernels``; 0.26: the module attribute its CPU runner patches).
+    Process-wide by nature (vLLM's kernel table is); idempotent; a no-op off the CPU build.
+    """
+    if not is_cpu_build():
+        return False
+    import vllm.v1.sample.rejection_sampler as rs
+
+    cur = getattr(rs, "expand_kernel", None)
+    if getattr(cur, "_impl", None) is _expand_kernel_fixed or getattr(cur, "fn", None) is _expand_kernel_fixed:
+        return True
+    try:
+        from vllm.triton_utils.dispatcher import register_kernels  # 0.32
+    except ImportError:  # 0.26: CPUModelRunner._postprocess_triton assigns rs.expand_kernel
+        rs.expand_kernel = _GridCall(_expand_kernel_fixed)
+        return True
+    register_kernels({"vllm.v1.sample.rejection_sampler.expand_kernel": _expand_kernel_fixed})
+    return True
+
+
+def _set_worker_curve(worker, curve_json: dict) -> int:
+    """On a worker: replace the plugin's synthetic acceptance curve in place."""
+    from minedraft.acceptance import AcceptanceCurve
+
+    rs = getattr(runner_of(worker), "rejection_sampler", None)
+    if type(rs).__name__ != "SyntheticAcceptance":
+        raise RuntimeError("this engine was not started in the plugin's synthetic acceptance mode")
+    rs.curve = AcceptanceCurve.from_json(curve_json)
+    rs.alphas.clear()
+    return rs.curve.positions
+
+
+def set_plugin_curve(engine, curve) -> None:
+    """Change a PSD/PEARL engine's synthetic acceptance curve between runs (target workers and scheduler)."""
+    scheduler(engine).set_curve(curve)
+    engine.collective_rpc(_set_worker_curve, args=(curve.to_json(),))

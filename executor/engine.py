@@ -27,6 +27,7 @@ import numpy as np
 
 from minedraft.executor import compat
 from minedraft.executor.models import ResolvedModel
+from minedraft.executor.psd.records import step_records
 from minedraft.executor.records import RequestLog, ScheduledStep, op_record
 
 #: KV cache of the CPU build when neither its size nor a memory fraction is given.
@@ -56,6 +57,9 @@ class EngineSpec:
     #: True: vLLM's async scheduling (its GPU default for AR; not on the CPU build).
     async_scheduling: bool = False
     extra_args: dict = field(default_factory=dict)
+    #: PSD/PEARL through minedraft's vLLM plugin: its options (``mode``, ``psd_capacity``, ``accept_curve``,
+    #: ``drafter_device``, ...; see :class:`minedraft.executor.psd.PluginConfig`); ``draft`` is the drafter.
+    plugin: dict | None = None
 
     @property
     def speculative(self) -> bool:
@@ -78,6 +82,11 @@ class Job:
         order = np.argsort(self.arrival, kind="stable")
         self.ids, self.arrival = np.asarray(self.ids)[order], np.asarray(self.arrival, float)[order]
         self.prompt_len, self.output_len = np.asarray(self.prompt_len)[order], np.asarray(self.output_len)[order]
+
+
+def kv_bytes_default(spec: EngineSpec) -> int | None:
+    """The drafter's KV cache on the CPU build: the target's size (or the CPU default)."""
+    return spec.kv_cache_memory_bytes or CPU_DEFAULT_KV_BYTES
 
 
 def prompt_tokens(seed: int, rid: int, length: int, vocab: int) -> list[int]:
@@ -110,7 +119,8 @@ class Engine:
         compat.pin_env()
         if spec.async_scheduling and compat.is_cpu_build():
             raise ValueError("async scheduling: the CPU build of vLLM forces it off")
-        from minedraft.executor.hooks import RecordingMixin, scheduler_qualname, stat_logger_factory
+        from minedraft.executor.hooks import (RecordingMixin, RecordingPSDScheduler, scheduler_qualname,
+                                              stat_logger_factory)
 
         self.spec = spec
         self.served_name = f"{name}-{time.time_ns() & 0xFFFFFFFF:08x}"
@@ -121,7 +131,8 @@ class Engine:
             model=spec.target.path, load_format=spec.target.load_format, skip_tokenizer_init=True,
             tensor_parallel_size=spec.tensor_parallel_size, max_num_seqs=spec.max_num_seqs,
             max_model_len=spec.max_model_len, seed=spec.seed, dtype=spec.dtype,
-            enable_prefix_caching=False, scheduler_cls=scheduler_qualname(spec.async_scheduling),
+            enable_prefix_caching=False,
+            scheduler_cls=scheduler_qualname(spec.async_scheduling, psd=spec.plugin is not None),
             served_model_name=self.served_name,
         )
         if enforce_eager is not None:
@@ -136,7 +147,21 @@ class Engine:
             args["kv_cache_memory_bytes"] = int(kv_bytes)
         if spec.gpu_memory_utilization is not None:
             args["gpu_memory_utilization"] = float(spec.gpu_memory_utilization)
-        if spec.draft is not None:
+        if spec.plugin is not None:
+            if spec.draft is None or spec.async_scheduling:
+                raise ValueError("the PSD/PEARL plugin needs a drafter and sync scheduling")
+            from minedraft.executor.psd import vllm_kwargs
+
+            opts = dict(spec.plugin)
+            mode = opts.pop("mode", "psd")
+            opts.setdefault("draft_load_format", spec.draft.load_format)
+            opts.setdefault("draft_dtype", spec.dtype)
+            opts.setdefault("record", True)
+            if compat.is_cpu_build() and opts.get("drafter_kv_cache_memory_bytes") is None and kv_bytes_default(spec):
+                opts["drafter_kv_cache_memory_bytes"] = kv_bytes_default(spec)
+            kw = vllm_kwargs(spec.draft.path, spec.k, mode, scheduler_cls=args["scheduler_cls"], **opts)
+            args.update(kw)
+        elif spec.draft is not None:
             sc = compat.speculative_config(spec.draft.path, spec.k, spec.synthetic_rates)
             if spec.draft.load_format != spec.target.load_format:
                 raise ValueError("target and drafter must both be checkpoints or both dummy (one load_format)")
@@ -156,12 +181,30 @@ class Engine:
         self.scheduler = compat.scheduler(self.engine)
         if not isinstance(self.scheduler, RecordingMixin):
             raise RuntimeError("vLLM did not install minedraft's scheduler hook (scheduler_cls)")
+        self.psd = isinstance(self.scheduler, RecordingPSDScheduler)
         self.facts = compat.engine_facts(vllm_config) | {"engine_start_s": round(self.start_s, 3)}
+        if self.psd:
+            self.facts["plugin"] = self.scheduler.facts
         self._n = 0
 
     # ------------------------------------------------------------------ knobs without a restart
     def set_max_num_seqs(self, n: int) -> None:
+        if self.psd:  # the policy decides admission and halves: a fresh one for the new size
+            self.scheduler.reconfigure(max_num_seqs=n)
+            self.facts["plugin"] = self.scheduler.facts
         compat.set_max_num_seqs(self.engine, n)
+
+    def set_psd_capacity(self, capacity: str) -> None:
+        """PSD engines: ``double`` (each half max_num_seqs) or ``split`` (halves share it), between runs."""
+        if not self.psd:
+            raise RuntimeError("not a PSD/PEARL plugin engine")
+        self.scheduler.reconfigure(psd_capacity=capacity)
+
+    def set_plugin_curve(self, curve) -> None:
+        """PSD/PEARL engines started with a synthetic curve: another curve (same k), between runs."""
+        if not self.psd:
+            raise RuntimeError("not a PSD/PEARL plugin engine")
+        compat.set_plugin_curve(self.engine, curve)
 
     def set_synthetic_rates(self, rates: list[float]) -> None:
         compat.set_synthetic_rates(self.engine, rates)
@@ -202,7 +245,14 @@ class Engine:
 
     def _drain(self) -> None:
         self.scheduler.minedraft_reset()
+        if self.psd:
+            self.scheduler.minedraft_psd_done.clear()
         self._stats.clear()
+
+    @property
+    def drafter_pid(self) -> int | None:
+        """The PSD/PEARL drafter process (None for vLLM's own AR and SD)."""
+        return self.scheduler.drafter.pid if self.psd else None
 
     def warmup(self, n: int, prompt_len: int, output_len: int = 16) -> None:
         """Run ``n`` throw-away requests (nothing recorded): first-step costs stay out of the timed run."""
@@ -253,6 +303,10 @@ class Engine:
             sched.minedraft_new.clear()
             steps: list[ScheduledStep] = list(sched.minedraft_done)
             sched.minedraft_done.clear()
+            infos: list[dict] = []
+            if self.psd:
+                infos = list(sched.minedraft_psd_done)
+                sched.minedraft_psd_done.clear()
             stat = None
             while self._stats:
                 s = self._stats.popleft()
@@ -279,8 +333,18 @@ class Engine:
                     ours = sum(a for rq, (_, a) in step.accepted.items() if rq in internal)
                     if ours != stat[2]:
                         res.mismatched_steps += 1
-                rec = op_record(policy, step, internal, t_start, t_end, res.num_steps, self.spec.speculative,
-                                stat[3] if (stat is not None and len(steps) == 1) else None)
+                per_pos = stat[3] if (stat is not None and len(steps) == 1) else None
+                if self.psd:
+                    recs = step_records(policy, step, infos.pop(0) if infos else None, internal, t_start, t_end,
+                                        res.num_steps, lambda t: t_offset + t - t0, self.spec.plugin.get("mode") ==
+                                        "pearl", per_pos)
+                    for r in recs:
+                        emit(r)
+                    if recs:
+                        res.num_steps += 1
+                        last_end = t_end
+                    continue
+                rec = op_record(policy, step, internal, t_start, t_end, res.num_steps, self.spec.speculative, per_pos)
                 if rec is not None:
                     emit(rec)
                     res.num_steps += 1

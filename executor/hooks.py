@@ -5,7 +5,8 @@
   length, and it sees each request's accepted-draft count where vLLM computes it for its own
   spec-decode statistics (``make_spec_decoding_stats``, same signature in 0.26 and 0.32). The driver
   pops each :class:`~minedraft.executor.records.ScheduledStep` once vLLM has applied its output.
-  :class:`RecordingAsyncScheduler` does the same over vLLM's ``AsyncScheduler`` (GPU builds only).
+  :class:`RecordingAsyncScheduler` does the same over vLLM's ``AsyncScheduler`` (GPU builds only), and
+  :class:`RecordingPSDScheduler` over the PSD/PEARL plugin's scheduler.
 - :class:`StepStatsLogger` is a custom stat logger (``stat_loggers=``): it keeps vLLM's per-step
   ``SpecDecodingStats`` (drafts, draft tokens, accepted tokens, accepted per position), which the driver
   checks row sums against and keeps as the run's "recorded spec-decode counts".
@@ -22,6 +23,7 @@ from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.metrics.loggers import StatLoggerBase
 
+from minedraft.executor.psd.scheduler import PSDScheduler
 from minedraft.executor.records import Row, ScheduledStep
 
 
@@ -91,6 +93,11 @@ class RecordingAsyncScheduler(RecordingMixin, AsyncScheduler):
     """vLLM's async scheduler (GPU builds; vLLM's default for AR), recording each step."""
 
 
+class RecordingPSDScheduler(RecordingMixin, PSDScheduler):
+    """The PSD/PEARL plugin's scheduler (``additional_config["minedraft"]``), recording each vLLM step; the
+    plugin keeps its own per-step facts (half, drafter ops and their times) in ``minedraft_psd_done``."""
+
+
 class StepStatsLogger(StatLoggerBase):
     """Keeps each step's ``SpecDecodingStats`` (vLLM's own per-step spec-decode counts)."""
 
@@ -116,6 +123,6 @@ def stat_logger_factory(sink: deque):
     return make
 
 
-def scheduler_qualname(async_scheduling: bool) -> str:
-    cls = RecordingAsyncScheduler if async_scheduling else RecordingScheduler
+def scheduler_qualname(async_scheduling: bool, psd: bool = False) -> str:
+    cls = RecordingPSDScheduler if psd else RecordingAsyncScheduler if async_scheduling else RecordingScheduler
     return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,4 +1,7 @@
-"""Run AR and SD on vLLM over one workload: the library call behind ``minedraft-exec``.
+"""Run AR, SD, PSD and PEARL on vLLM over one workload: the library call behind ``minedraft-exec``.
+
+AR and SD are vLLM's own; PSD and PEARL run through minedraft's vLLM plugin (:mod:`minedraft.executor.psd`),
+driven by the simulator's policy objects.
 
 The executor's twin of :mod:`minedraft.simulator.run`: the same :class:`~minedraft.workload.Requests`,
 the same trace records, and metrics by :func:`minedraft.metrics.compute_metrics` on a
@@ -31,8 +34,9 @@ from minedraft.metrics import RESULT_KEYS, compute_metrics
 from minedraft.trace import TraceWriter, read_records, trace_from_records
 from minedraft.workload import Requests
 
-#: Policies the executor runs today (PSD and PEARL come with the plugin, step 6).
-EXEC_POLICIES = ("ar", "sd")
+#: Policies the executor runs: vLLM's own AR and SD; PSD and PEARL through minedraft's plugin.
+EXEC_POLICIES = ("ar", "sd", "psd", "pearl")
+PLUGIN_POLICIES = ("psd", "pearl")
 
 
 @dataclass
@@ -44,7 +48,7 @@ class ExecOptions:
     tensor_parallel_size: int = 1
     k: int = 5
     max_num_seqs: int = 16
-    curve: AcceptanceCurve | None = None  # synthetic acceptance (GPU builds only)
+    curve: AcceptanceCurve | None = None  # synthetic acceptance (sd: vLLM's, GPU only; psd/pearl: the plugin's)
     k_schedule: tuple[tuple[int, int, int], ...] | None = None
     max_num_batched_tokens: int | None = 2048
     kv_cache_tokens: int | None = None
@@ -57,6 +61,8 @@ class ExecOptions:
     temperature: float = 0.0
     warmup: int = 2
     async_scheduling: bool = False  # pinned off (vLLM's draft_model default); True = vLLM's GPU default for AR
+    psd_capacity: str = "double"  # psd: each half holds max_num_seqs (published) | split
+    drafter_device: str = "auto"  # psd/pearl: auto | same | cpu | cuda:N
     model_root: str | None = None
     extra_args: dict = field(default_factory=dict)
 
@@ -90,7 +96,14 @@ def needed_model_len(requests: Requests, k: int) -> int:
 
 
 def engine_spec(policy: str, opts: ExecOptions, models: Models, requests: Requests) -> EngineSpec:
-    spec_on = policy == "sd"
+    spec_on = policy in ("sd", *PLUGIN_POLICIES)
+    plugin = None
+    if policy in PLUGIN_POLICIES:
+        plugin = {"mode": policy, "drafter_device": opts.drafter_device,
+                  "k_schedule": [list(x) for x in opts.k_schedule] if opts.k_schedule else None,
+                  "accept_curve": opts.curve.to_json() if opts.curve is not None else None}
+        if policy == "psd":
+            plugin["psd_capacity"] = opts.psd_capacity
     need = needed_model_len(requests, opts.k if spec_on else 0)
     mml = opts.max_model_len or need
     require(mml >= need, "--max-model-len", f"must hold the longest request ({need} tokens with k + 1)", mml)
@@ -100,12 +113,19 @@ def engine_spec(policy: str, opts: ExecOptions, models: Models, requests: Reques
     return EngineSpec(
         target=models.target, draft=models.draft if spec_on else None, k=opts.k if spec_on else 0,
         max_num_seqs=opts.max_num_seqs, max_model_len=mml, tensor_parallel_size=opts.tensor_parallel_size,
-        synthetic_rates=opts.curve.vllm_rates(opts.k) if (spec_on and opts.curve is not None) else None,
-        k_schedule=[tuple(x) for x in opts.k_schedule] if (spec_on and opts.k_schedule) else None,
+        synthetic_rates=opts.curve.vllm_rates(opts.k) if (policy == "sd" and opts.curve is not None) else None,
+        k_schedule=[tuple(x) for x in opts.k_schedule] if (policy == "sd" and opts.k_schedule) else None,
         max_num_batched_tokens=opts.max_num_batched_tokens, kv_cache_tokens=opts.kv_cache_tokens,
         kv_cache_memory_bytes=opts.kv_cache_memory_bytes, gpu_memory_utilization=opts.gpu_memory_utilization,
         enforce_eager=opts.enforce_eager, dtype=opts.dtype, seed=opts.seed, async_scheduling=opts.async_scheduling,
-        extra_args=dict(opts.extra_args))
+        extra_args=dict(opts.extra_args), plugin=plugin)
+
+
+def num_gpus(engine: Engine, tp: int) -> int:
+    """Devices a run occupies: the target's, plus the drafter's when it has one of its own (PSD/PEARL)."""
+    drafter = (engine.facts.get("plugin") or {}).get("drafter") or {}
+    own = str(drafter.get("device_requested", "same")) not in ("same", "")
+    return tp + (1 if engine.psd and own else 0)
 
 
 def fingerprint(policy_cfg: dict, workload: dict, opts: ExecOptions, models: Models, online: bool) -> dict:
@@ -185,9 +205,8 @@ def execute(policies: list[str], requests: Requests, opts: ExecOptions, *, onlin
             progress: Callable[[str, int], Callable[[int], None] | None] | None = None) -> list[PolicyRun]:
     """Run each policy on a fresh engine, writing the trace as it goes; returns metrics per policy."""
     for p in policies:
-        require(p in EXEC_POLICIES, "--policy", f"minedraft-exec runs {', '.join(EXEC_POLICIES)} "
-                "(psd and pearl arrive with the vLLM plugin, step 6)", p)
-    models = resolve(opts, speculative="sd" in policies)
+        require(p in EXEC_POLICIES, "--policy", f"minedraft-exec runs {', '.join(EXEC_POLICIES)}", p)
+    models = resolve(opts, speculative=any(p in ("sd", *PLUGIN_POLICIES) for p in policies))
     fp = fingerprint(config.get("policy_config", {}), config.get("workload", {}), opts, models, online)
     header_cfg = config | {"fingerprint": fp, "models": {"target": models.target.describe(),
                                                          "draft": models.draft.describe() if models.draft else None}}
@@ -221,7 +240,7 @@ def execute(policies: list[str], requests: Requests, opts: ExecOptions, *, onlin
                 cb = progress(policy, len(requests) - (len(done.finished) if done else 0)) if progress else None
                 result = run_policy(engine, policy, requests, emit, online=online, seed=opts.seed,
                                     temperature=opts.temperature, header_config=header_cfg,
-                                    num_gpus=opts.tensor_parallel_size, done=done, progress=cb)
+                                    num_gpus=num_gpus(engine, opts.tensor_parallel_size), done=done, progress=cb)
                 runs.append(PolicyRun(policy, policy_metrics(records, policy, result, resumed, engine), result,
                                       engine.facts))
     finally:

@@ -35,6 +35,9 @@ class Op:
     reports ``accepted = 1`` for a match, ``0`` otherwise. ``chunk_reqs`` / ``chunk_tokens``: prompt chunks
     riding in the same forward (vLLM V1's chunked prefill: ``chunk_tokens`` prompt tokens in all); for a
     ``prefill`` op in that mode ``reqs`` are the chunks' requests and ``chunk_tokens`` their total.
+    ``checks``: acceptance positions the driver draws per verify row when they differ from the verify
+    lengths (PEARL: its drafter's guess of the target's next token is one more position).
+    ``extra_forwards``: drafter forwards beyond ``k`` in a draft op (PEARL's guess).
     """
 
     kind: str
@@ -47,6 +50,8 @@ class Op:
     probe: np.ndarray | None = None
     chunk_reqs: np.ndarray | None = None
     chunk_tokens: int = 0
+    checks: np.ndarray | None = None
+    extra_forwards: int = 0
 
     @property
     def size(self) -> int:
@@ -65,7 +70,11 @@ class OpResult:
     verify: ``accepted[i]`` draft tokens of request ``reqs[i]`` were accepted (before any length cap).
     draft: ``confidence[i, j]`` is the drafter's cumulative log-probability of request ``i``'s draft
     prefix of length ``j + 1`` (used by TETRIS selection; ``None`` when not needed).
+    verify (PEARL, optional): ``valid[i]`` says whether the drafter's parallel draft for request ``i``
+    continues what the target produced; a live driver that compared tokens sets it, ``None`` lets the
+    policy decide from ``accepted`` (the simulator's rule).
     """
 
     accepted: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    valid: np.ndarray | None = None

@@ -185,11 +185,12 @@ def _run(args, capsys):
 
 
 @pytest.mark.parametrize("args, flag", [
-    (["--policy", "psd"], "--policy"),
+    (["--policy", "tetris"], "--policy"),
     (["--policy", "ar,ar"], "--policy"),
     (["--resume"], "--resume"),
     (["--trace", "-"], "--trace"),
-    (["--psd-capacity", "split"], "--psd-capacity"),
+    (["--psd-capacity", "triple"], "--psd-capacity"),
+    (["--drafter-device", "gpu7"], "--drafter-device"),
     (["--sd-drafter", "own"], "--sd-drafter"),
     (["--tetris-extra-proposals", "2"], "--tetris-extra-proposals"),
     (["--accept-concentration", "5"], "--accept-concentration"),
@@ -214,4 +215,4 @@ def test_bad_flags_fail_in_one_line_before_vllm_loads(args, flag, capsys):
 
 
 def test_cli_and_library_agree_on_policies():
-    assert CLI_POLICIES == EXEC_POLICIES == ("ar", "sd")
+    assert CLI_POLICIES == EXEC_POLICIES == ("ar", "sd", "psd", "pearl")

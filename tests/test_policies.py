@@ -60,9 +60,9 @@ def drive(name, cfg, n=10, out=7, accept=lambda k: k):
             break
         op = inflight.pop(0)
         res = OpResult()
-        if op.kind == VERIFY:
-            res.accepted = np.array([1 if (op.probe is not None and op.probe[i]) else accept(int(x))
-                                     for i, x in enumerate(op.verify_lengths)])
+        if op.kind == VERIFY:  # accept(n) of the n positions the driver is asked to check
+            checks = op.checks if op.checks is not None else op.verify_lengths
+            res.accepted = np.array([accept(int(x)) for x in checks])
         p.on_done(op, res)
         free.add(op.resource)
     assert p.idle and p.num_finished == n
@@ -104,6 +104,6 @@ def test_pearl_probes_then_reuses_drafts():
 def test_pearl_full_acceptance_is_fast():
     full = drive("pearl", PolicyConfig(max_num_seqs=3, num_speculative_tokens=2), n=3, out=13)
     none = drive("pearl", PolicyConfig(max_num_seqs=3, num_speculative_tokens=2), n=3, out=13, accept=lambda k: 0)
-    # all accepted: one probe (1 token) then 3 tokens a step; none accepted: a token a step
+    # all accepted (drafts and guesses): one probe (1 token) then 3 tokens a step; none: a token a step
     assert sum(k == VERIFY for k, *_ in full) == 1 + 4
     assert sum(k == VERIFY for k, *_ in none) == 12

@@ -75,7 +75,7 @@ def symbolic_forms() -> dict[str, dict[str, sp.Expr]]:
         "sd_own": o + d + v + 2 * tau,
         "psd": 2 * (o + sp.Max(v, d) + tau),
         "psd_split": 2 * (o + sp.Max(v, d) + tau),
-        "pearl": o + sp.Max(v, d) + tau,
+        "pearl": o + sp.Max(v, (ks + 1) * X) + tau,  # PEARL's drafter: a guess, then k drafts
     }
     slots = {"ar": M, "sd": M, "sd_own": M, "psd": 2 * M, "psd_split": M, "pearl": M}
     per = {p: (1 if p == "ar" else E) for p in cyc}

@@ -18,8 +18,9 @@ from minedraft.ops import DRAFT, VERIFY
 from minedraft.policies.base import normalize_k_schedule
 
 
-def k_range(setup: Setup, k_max: int) -> range:
-    return range(1, min(k_max, setup.curve.positions) + 1)
+def k_range(setup: Setup, k_max: int, policy: str = "") -> range:
+    """k = 1.. up to ``k_max`` and what the curve covers (PEARL's guess needs one position more)."""
+    return range(1, min(k_max, setup.curve.positions - (1 if policy == "pearl" else 0)) + 1)
 
 
 def optimal_k(policy: str, setup: Setup, k_max: int = 10, in_flight: int | None = None) -> int:
@@ -27,7 +28,7 @@ def optimal_k(policy: str, setup: Setup, k_max: int = 10, in_flight: int | None 
     if policy == "ar":
         return 0
     best_k, best = 1, -1.0
-    for k in k_range(setup, k_max):
+    for k in k_range(setup, k_max, policy):
         t = steady(policy, setup, k, in_flight).throughput
         if t > best * (1 + 1e-12):
             best_k, best = k, t

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from minedraft.theory.steps import mean_steps, tokens_per_step
+from minedraft.theory.steps import mean_steps, pearl_valid_share, tokens_per_step
 
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.costs import StepCosts
@@ -112,12 +112,6 @@ def _t(costs: StepCosts, kind: str, batch: float, k: float, ctx: float, cross: b
     return costs.op_time(kind, batch, k=k, context_len=ctx, cross_device=cross)
 
 
-def pearl_valid_share(curve: AcceptanceCurve, k: int) -> float:
-    """Stationary share of PEARL requests whose drafts are valid: ``p / (p + 1 - q)``, p = r[0], q = r[k-1]."""
-    p, q = curve.rates[0], curve.rates[k - 1]
-    return p / (p + 1 - q) if p + 1 - q > 0 else 1.0
-
-
 def cycle_time(policy: str, setup: Setup, k: int, in_flight: int) -> tuple[float, int]:
     """Seconds between two steps of one request with ``in_flight`` requests running, and engine steps per cycle."""
     c, ctx, n = setup.costs, setup.context_len, in_flight
@@ -134,9 +128,9 @@ def cycle_time(policy: str, setup: Setup, k: int, in_flight: int) -> tuple[float
         v1, v2 = _t(c, VERIFY, h1, k, ctx, cross), _t(c, VERIFY, h2, k, ctx, cross)
         d1, d2 = _t(c, DRAFT, h1, k, ctx, cross), _t(c, DRAFT, h2, k, ctx, cross)
         return 2 * o + max(v1, d2) + max(v2, d1), 2
-    if policy == "pearl":
+    if policy == "pearl":  # the drafter runs k + 1 forwards: a guess of the target's next token, then k drafts
         mean_len = pearl_valid_share(setup.curve, k) * k
-        return o + max(_t(c, VERIFY, n, mean_len, ctx, cross), _t(c, DRAFT, n, k, ctx, cross)), 1
+        return o + max(_t(c, VERIFY, n, mean_len, ctx, cross), _t(c, DRAFT, n, k + 1, ctx, cross)), 1
     raise ValueError(f"unknown policy {policy!r}")
 
 

@@ -41,31 +41,38 @@ def steps_table(curve: AcceptanceCurve, k: int, tokens: int) -> np.ndarray:
 def pearl_expected_steps(curve: AcceptanceCurve, k: int, tokens: int) -> float:
     """Expected PEARL steps for ``tokens`` tokens, starting with no valid drafts (just prefilled).
 
-    Two states per request: ``V`` (valid drafts: gains ``1 + A``, stays valid iff ``A = k``) and ``I``
-    (a probe: gains 1, becomes valid with probability ``r[0]``). See ``minedraft/policies/pearl.py``.
+    Two states per request: ``V`` (valid drafts: gains ``1 + A``; stays valid iff all ``k`` are accepted
+    and the drafter's guess of the bonus token is right, probability ``r[k]`` in all) and ``I`` (a probe:
+    gains 1, becomes valid iff the guess of the new token is right, probability ``r[0]``). See
+    ``minedraft/policies/pearl.py``. The curve needs ``k + 1`` positions.
     """
     return float(pearl_steps_table(curve, k, tokens)[tokens])
 
 
 def pearl_steps_table(curve: AcceptanceCurve, k: int, tokens: int) -> np.ndarray:
     """PEARL's ``m_I(0..tokens)`` (a request starts without valid drafts)."""
+    curve.check_k(k + 1, "k + 1 (PEARL's guess)")
     pmf = accepted_pmf(curve, k)
-    p = curve.rates[0]
+    p, stay = curve.rates[0], curve.rates[k]
     mi, mv = np.zeros(tokens + 1), np.zeros(tokens + 1)
     for j in range(1, tokens + 1):
         mi[j] = 1.0 + p * mv[j - 1] + (1 - p) * mi[j - 1]
         idx = np.maximum(j - 1 - np.arange(k + 1), 0)
-        mv[j] = 1.0 + pmf[:k] @ mi[idx[:k]] + pmf[k] * mv[idx[k]]
+        mv[j] = 1.0 + pmf[:k] @ mi[idx[:k]] + (pmf[k] - stay) * mi[idx[k]] + stay * mv[idx[k]]
     return mi
 
 
-def pearl_tokens_per_step(curve: AcceptanceCurve, k: int) -> float:
-    """Steady-state PEARL tokens per request per step: ``pi_V E[1 + A] + (1 - pi_V)``.
+def pearl_valid_share(curve: AcceptanceCurve, k: int) -> float:
+    """Stationary share of PEARL requests with valid drafts: ``p / (p + 1 - q)``, ``p = r[0]`` (a probe's
+    guess is right), ``q = r[k]`` (all k accepted and the guess of the bonus token right)."""
+    curve.check_k(k + 1, "k + 1 (PEARL's guess)")
+    p, q = curve.rates[0], curve.rates[k]
+    return p / (p + 1 - q) if p + 1 - q > 0 else 1.0
 
-    ``pi_V = p / (p + 1 - q)`` with ``p = r[0]`` (a probe succeeds) and ``q = r[k-1]`` (all k accepted).
-    """
-    p, q = curve.rates[0], curve.rates[k - 1]
-    pi_v = p / (p + 1 - q) if p + 1 - q > 0 else 1.0
+
+def pearl_tokens_per_step(curve: AcceptanceCurve, k: int) -> float:
+    """Steady-state PEARL tokens per request per step: ``pi_V E[1 + A] + (1 - pi_V)``."""
+    pi_v = pearl_valid_share(curve, k)
     return pi_v * curve.expected_tokens(k) + (1 - pi_v)
 
 

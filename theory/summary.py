@@ -102,7 +102,8 @@ def k_sweep(setup: Setup, basis: str, k_max: int) -> list[dict]:
     """SD, PSD and PEARL at every k in 1..k_max on ``basis``: E, throughput, TPOT, PSD's ratios over SD."""
     rows = []
     for k in k_range(setup, k_max):
-        st = {p: steady(p, setup_on(basis, p, setup), k) for p in ("sd", "psd", "pearl")}
+        pols = ("sd", "psd", "pearl") if k < setup.curve.positions else ("sd", "psd")  # PEARL's guess: k + 1
+        st = {p: steady(p, setup_on(basis, p, setup), k) for p in pols}
         rows.append({"k": k, "expected_tokens": setup.curve.expected_tokens(k),
                      **{f"{p}_throughput": st[p].throughput for p in st},
                      **{f"{p}_tpot_ms": st[p].tpot_s * 1e3 for p in st},

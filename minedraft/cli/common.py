@@ -212,8 +212,10 @@ def policy_config(a: argparse.Namespace) -> PolicyConfig:
     )
 
 
-def acceptance_curve(a: argparse.Namespace, cfg: PolicyConfig) -> AcceptanceCurve:
-    need = cfg.max_draft_len
+def acceptance_curve(a: argparse.Namespace, cfg: PolicyConfig, extra: int = 0) -> AcceptanceCurve:
+    """The curve of ``--accept-curve`` (and ``--accept-concentration``), with at least the positions the
+    drafts need plus ``extra`` (PEARL's guess of the target's next token is one more position)."""
+    need = cfg.max_draft_len + extra
     try:
         curve = AcceptanceCurve.parse(a.accept_curve, positions=max(10, need))
     except InputError as exc:
@@ -226,7 +228,8 @@ def acceptance_curve(a: argparse.Namespace, cfg: PolicyConfig) -> AcceptanceCurv
                 "needs a geometric --accept-curve (one alpha strictly between 0 and 1)", a.accept_curve)
         curve = AcceptanceCurve.beta_mixture(alpha, c, curve.positions)
     require(curve.positions >= need, "--accept-curve",
-            f"has {curve.positions} positions but k (+ TETRIS extras) needs {need}", a.accept_curve)
+            f"has {curve.positions} positions but k (+ TETRIS extras, + 1 for PEARL's guess) needs {need}",
+            a.accept_curve)
     return curve
 
 

@@ -1,4 +1,7 @@
-"""``minedraft-exec``: run AR and SD for real on vLLM, with ``minedraft-sim``'s flags and outputs.
+"""``minedraft-exec``: run AR, SD, PSD and PEARL for real on vLLM, with ``minedraft-sim``'s flags and outputs.
+
+AR and SD are vLLM's own; PSD and PEARL run through minedraft's vLLM plugin (a drafter process of their own,
+driven by the simulator's policy objects; docs/psd_plugin.md).
 
 Models are presets or local directories (presets get dummy weights: shapes and timings, no downloads);
 prompts are token ids of the workload's lengths. Offline (``--request-rate inf``, the default) submits
@@ -19,14 +22,15 @@ import time
 from minedraft.cli import common
 from minedraft.errors import InputError, require
 
-EXEC_POLICIES = ("ar", "sd")  # kept in step with minedraft.executor.run.EXEC_POLICIES (a test pins it)
+EXEC_POLICIES = ("ar", "sd", "psd", "pearl")  # kept in step with minedraft.executor.run.EXEC_POLICIES (a test pins it)
+PLUGIN_POLICIES = ("psd", "pearl")
 
 #: Simulator flags that name knobs the executor does not have yet: value they must keep, and why.
 NOT_YET = {
-    "psd_capacity": ("double", "PSD runs on vLLM with the plugin (step 6)"),
-    "sd_drafter": ("shared", "vLLM's drafter shares the target's GPUs; own-GPU drafting comes with step 6"),
-    "tetris_extra_proposals": ("0", "TETRIS is not in vLLM; it comes with the plugin (step 6)"),
-    "tetris_capacity": ("0", "TETRIS is not in vLLM; it comes with the plugin (step 6)"),
+    "sd_drafter": ("shared", "vLLM's SD drafter shares the target's GPUs (psd and pearl have their own: "
+                   "--drafter-device)"),
+    "tetris_extra_proposals": ("0", "TETRIS is not in vLLM nor in the plugin yet"),
+    "tetris_capacity": ("0", "TETRIS is not in vLLM nor in the plugin yet"),
 }
 
 
@@ -43,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "gpu":
             action.help = argparse.SUPPRESS
         if action.dest == "accept_curve":
-            action.help = ("synthetic acceptance on a GPU build (vLLM rejection_sample_method=synthetic): 0.8 "
-                           "(geometric) | 0.9,0.76,0.62 (synthetic_acceptance_rates) | curve.json; default: the "
-                           "models' own acceptance")
+            action.help = ("synthetic acceptance (timing only): 0.8 (geometric) | 0.9,0.76,0.62 (rates) | curve.json; "
+                           "sd: vLLM's rejection_sample_method=synthetic (GPU builds); psd/pearl: the plugin's (any "
+                           "build); default: the models' own acceptance")
         if action.dest == "tensor_parallel_size":
             action.help = "target's GPUs (TP); vLLM runs the drafter on the same GPUs"
     g = p.add_argument_group("executor")
@@ -61,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="auto", help="vLLM dtype (default: the config's)")
     g.add_argument("--temperature", default="0", help="sampling temperature (0 = greedy)")
     g.add_argument("--warmup", default="2", help="throw-away requests before each timed run")
+    g.add_argument("--drafter-device", default="auto",
+                   help="psd/pearl drafter: auto (CPU build: cpu; GPU: the GPU after the target's if there is one, "
+                        "else the target's) | same | cpu | cuda:N")
     g.add_argument("--resume", action="store_true", help="continue the run in --trace, skipping finished requests")
     g = p.add_argument_group("output")
     g.add_argument("--json", default=None, help="write config and results as JSON to PATH ('-' = stdout)")
@@ -108,8 +115,7 @@ class Progress:
 def parse_policies(text: str) -> list[str]:
     names = common.parse_policies(text)
     for n in names:
-        require(n in EXEC_POLICIES, "--policy", f"minedraft-exec runs {', '.join(EXEC_POLICIES)} (psd and pearl "
-                "arrive with the vLLM plugin, step 6)", text)
+        require(n in EXEC_POLICIES, "--policy", f"minedraft-exec runs {', '.join(EXEC_POLICIES)}", text)
     return names
 
 
@@ -142,12 +148,16 @@ def exec_options(a: argparse.Namespace, cfg, curve, model_root: str, speculative
         check_pair(target, draft)
         require(target.load_format == draft.load_format, "--draft", "must be a checkpoint if --target is one, and "
                 "a preset or config if --target is one (vLLM loads both the same way)", a.draft)
+    dev = str(a.drafter_device).strip().lower()
+    require(dev in ("auto", "same", "cpu") or (dev.startswith("cuda:") and dev[5:].isdigit()), "--drafter-device",
+            "must be auto, same, cpu or cuda:N", a.drafter_device)
     return dict(target=a.target, draft=a.draft, tensor_parallel_size=tp, k=cfg.num_speculative_tokens,
                 max_num_seqs=cfg.max_num_seqs, curve=curve, k_schedule=cfg.k_schedule,
                 max_num_batched_tokens=cfg.max_num_batched_tokens, kv_cache_tokens=cfg.kv_capacity_tokens,
                 kv_cache_memory_bytes=int(kvm * (1 << 30)) if kvm else None, gpu_memory_utilization=gmu,
                 max_model_len=mml, enforce_eager=None if eager == "auto" else eager == "on", dtype=dtype,
-                seed=0, temperature=temp, warmup=warmup, async_scheduling=async_on, model_root=model_root)
+                seed=0, temperature=temp, warmup=warmup, async_scheduling=async_on, model_root=model_root,
+                psd_capacity=cfg.psd_capacity, drafter_device=dev)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     check_not_yet(a)
     cfg = common.policy_config(a)
     wl = common.workload(a)
-    speculative = "sd" in policies
+    speculative = any(p in ("sd", *PLUGIN_POLICIES) for p in policies)
+    require(not any(p in PLUGIN_POLICIES for p in policies) or getattr(a, "prefill_mode", "separate") == "separate",
+            "--prefill-mode", "must be separate for psd and pearl (their schedule has prefill-only steps)",
+            getattr(a, "prefill_mode", None))
     curve = common.acceptance_curve(a, cfg) if (speculative and a.accept_curve is not None) else None
 
     import tempfile
@@ -179,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     if kw["async_scheduling"] and compat.is_cpu_build():
         raise InputError("--async-scheduling", "must be off on the CPU build of vLLM (it forces sync scheduling)",
                          a.async_scheduling)
-    if curve is not None and not compat.synthetic_supported():
+    if curve is not None and "sd" in policies and not compat.synthetic_supported():
         raise InputError("--accept-curve", f"synthetic acceptance needs a GPU build of vLLM (this is the CPU build, "
-                         f"vllm {compat.vllm_version()}, which refuses it; step 6 adds a synthetic mode that runs on "
-                         "CPU)", a.accept_curve)
+                         f"vllm {compat.vllm_version()}, which refuses it; psd and pearl have the plugin's own "
+                         "synthetic mode, which runs here)", a.accept_curve)
 
     from minedraft.executor.run import ExecOptions, execute
     from minedraft.report import basis_line, console, results_table

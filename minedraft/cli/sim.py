@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         require(not odd, "--prefill-mode", f"chunked is vLLM V1's mode for ar and sd; {', '.join(odd)} run the "
                 "published prefill-only steps (use --policy ar,sd)", "chunked")
     speculative = any(POLICIES[p].speculative for p in policies)
-    curve = common.acceptance_curve(a, cfg) if speculative else None
+    curve = common.acceptance_curve(a, cfg, extra=1 if "pearl" in policies else 0) if speculative else None
     wl = common.workload(a)
     costs, tp, timing = common.step_costs(a, needs_drafter=speculative)
     requests = wl.generate()

@@ -103,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = common.policy_config(a)
     require(cfg.tetris_extra == 0, "--tetris-extra-proposals", "the theory does not model TETRIS (use minedraft-sim)",
             a.tetris_extra_proposals)
-    if k is None:  # the search needs k_max positions where the curve can give them
+    if k is None:  # the search needs k_max positions (+1: PEARL's guess) where the curve can give them
         try:
-            curve = common.acceptance_curve(a, replace(cfg, num_speculative_tokens=k_max))
+            curve = common.acceptance_curve(a, replace(cfg, num_speculative_tokens=k_max), extra=1)
         except InputError:
-            curve = common.acceptance_curve(a, cfg)
+            curve = common.acceptance_curve(a, cfg, extra=1)
     else:
-        curve = common.acceptance_curve(a, cfg)
+        curve = common.acceptance_curve(a, cfg, extra=1)
     basis_flag = common.as_choice(a.basis, "--basis", BASIS_FLAGS)
     basis = basis_flag.replace("-", "_")
     slo = common.as_float(a.slo_tpot_ms, "--slo-tpot-ms", 0.0, 1e7, lo_open=True) / 1e3 if a.slo_tpot_ms else None

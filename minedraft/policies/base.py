@@ -133,7 +133,7 @@ class Policy:
         self.kv_used = 0
         self.lookahead = cfg.max_draft_len if self.speculative else 0
         self._k_table = k_lookup(cfg, max(1, 2 * cfg.max_num_seqs))
-        if cfg.kv_capacity_tokens is not None:
+        if cfg.kv_capacity_tokens is not None and len(self.prompt_len):  # none yet: a live engine adds them
             need = int((self.prompt_len + self.output_len).max()) + self.lookahead
             require(need <= cfg.kv_capacity_tokens, "kv_capacity_tokens",
                     f"must hold the longest request ({need} tokens with lookahead)", cfg.kv_capacity_tokens)
@@ -166,6 +166,60 @@ class Policy:
     def uses_own_drafter_gpu(self) -> bool:
         """Whether this policy needs a GPU for the drafter beside the target's GPUs."""
         return False
+
+    # --------------------------------------------------- live serving (the vLLM plugin's hooks)
+    # A simulated run knows every request up front and ends each one at its output length. A live
+    # engine learns of requests as they come and ends some early (EOS, stop strings, aborts). These two
+    # hooks let a driver feed that in; a simulated run never calls them, so its behaviour is unchanged.
+    def add_requests(self, prompt_len: np.ndarray | list[int], output_len: np.ndarray | list[int]) -> np.ndarray:
+        """Register new requests (ids continue after the last one) and return their ids; call
+        :meth:`arrive` when they arrive. ``output_len`` is the most a request may generate."""
+        p = np.asarray(prompt_len, dtype=np.int64).reshape(-1)
+        o = np.asarray(output_len, dtype=np.int64).reshape(-1)
+        require(len(p) == len(o), "requests", "prompt and output lengths must pair up")
+        require(bool(np.all(p >= 1)) and bool(np.all(o >= 1)), "requests",
+                "every prompt and output length must be >= 1")
+        cap = self.cfg.kv_capacity_tokens
+        if cap is not None and len(p):
+            need = int((p + o).max()) + self.lookahead
+            require(need <= cap, "kv_capacity_tokens", f"must hold the longest request ({need} tokens with lookahead)",
+                    cap)
+        start = len(self.prompt_len)
+        self.prompt_len = np.concatenate([self.prompt_len, p])
+        self.output_len = np.concatenate([self.output_len, o])
+        self._grow(len(p))
+        return np.arange(start, start + len(p), dtype=np.int64)
+
+    def _grow(self, n: int) -> None:
+        """Extend the per-request arrays by ``n`` entries (subclasses extend theirs, then call this)."""
+        z = np.zeros(n, dtype=np.int64)
+        self.generated = np.concatenate([self.generated, z])
+        self.prefill_done = np.concatenate([self.prefill_done, z])
+
+    def drop(self, ids: np.ndarray | list[int]) -> np.ndarray:
+        """Requests that ended outside the policy (EOS, a stop string, an abort) leave it now.
+
+        Call between steps (with no op of theirs in flight). Waiting requests leave the queue; admitted
+        ones release their KV reservation and count as finished with what they generated. Returns the
+        ids that were still known (running or waiting).
+        """
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ids = ids[(ids >= 0) & (ids < len(self.prompt_len))]
+        if not len(ids):
+            return ids
+        gone = set(ids.tolist())
+        waiting = [r for r in self.waiting if r in gone]
+        if waiting:
+            self.waiting = deque(r for r in self.waiting if r not in gone)
+        held = self._drop(gone - set(waiting))
+        if len(held):
+            self._finish(held, np.ones(len(held), dtype=bool))
+            self.output_len[held] = np.maximum(self.generated[held], 1)
+        return np.concatenate([np.asarray(waiting, dtype=np.int64), held])
+
+    def _drop(self, ids: set[int]) -> np.ndarray:
+        """Remove ``ids`` from the policy's running structures; return those that were there."""
+        raise NotImplementedError(f"policy {self.name} does not support live serving (drop)")
 
     # -------------------------------------------------------------- shared helpers
     def k_for(self, batch_size: int) -> int:

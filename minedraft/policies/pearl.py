@@ -1,15 +1,17 @@
 """PEARL: pre-verify / post-verify speculation without a batch split (the published ``force_pearl`` mode).
 
 Every engine step the target verifies the whole running batch with the drafts made last step while the
-drafter, on a GPU of its own, drafts the next k tokens for every request as if all its pending drafts
-were accepted. Next step a request's drafts are valid when:
+drafter, on a GPU of its own, runs k + 1 forwards for every request as if all its pending drafts were
+accepted: a guess of the target's next token (the bonus token, or a probe row's new token), then k
+drafts after it. Next step a request's drafts are valid when the guess was right:
 
-- it checked k drafts and all k were accepted (the optimistic continuation holds), or
-- it had no valid drafts (it took a plain one-token decode inside the verify pass) and the drafter's
-  first fresh token equals the target's new token (a *probe*: the driver reports a match as
-  ``accepted = 1``).
+- it checked k drafts, all k were accepted, and the guess equals the target's bonus token, or
+- it had no valid drafts (it took a plain one-token decode inside the verify pass) and the guess equals
+  the target's new token (a *probe*).
 
-Otherwise its drafts are wasted and it probes again. This is the mode as its design intends; the
+Otherwise its drafts are wasted and it probes again. The driver reports the guess as one more acceptance
+position (``Op.checks``: k + 1 for rows with drafts, 1 for probes); a live driver that compares the
+tokens reports ``OpResult.valid`` instead. This is the mode as its design intends; the
 published code checks the optimistic drafts one position off (see docs/architecture.md), which we do
 not reproduce. Capacity is max_num_seqs (no doubling); TETRIS is not combined with PEARL here.
 """
@@ -45,6 +47,21 @@ class PEARL(Policy):
     def uses_own_drafter_gpu(self) -> bool:
         return True
 
+    def _grow(self, n: int) -> None:
+        self.valid = np.concatenate([self.valid, np.zeros(n, dtype=bool)])
+        self.draft_k = np.concatenate([self.draft_k, np.zeros(n, dtype=np.int64)])
+        super()._grow(n)
+
+    def _drop(self, ids: set[int]) -> np.ndarray:
+        found = []
+        for name in ("running", "pending_prefill"):
+            arr = getattr(self, name)
+            keep = np.asarray([r not in ids for r in arr.tolist()], dtype=bool)
+            if len(arr) and not keep.all():
+                found.append(arr[~keep])
+                setattr(self, name, arr[keep])
+        return np.concatenate(found) if found else EMPTY
+
     def next_ops(self, free: frozenset[str]) -> list[Op]:
         if self.outstanding:
             return []
@@ -64,8 +81,8 @@ class PEARL(Policy):
         valid = self.valid[r]
         lengths = np.where(valid, self.draft_k[r], 0)
         k = self.k_for(len(r))
-        return [Op(VERIFY, TARGET, r, k=int(lengths.max()), lengths=lengths, probe=~valid),
-                Op(DRAFT, DRAFTER, r, k=k)]
+        return [Op(VERIFY, TARGET, r, k=int(lengths.max()), lengths=lengths, probe=~valid, checks=lengths + 1),
+                Op(DRAFT, DRAFTER, r, k=k, extra_forwards=1)]
 
     def _done(self, op: Op, result: OpResult) -> np.ndarray:
         self.outstanding -= 1
@@ -80,9 +97,11 @@ class PEARL(Policy):
             return EMPTY
         finished = EMPTY
         if op.kind == VERIFY:
-            probe, lengths, acc = op.probe, op.verify_lengths, result.accepted
-            gained = np.where(probe, 1, 1 + acc)
-            ok = np.where(probe, acc >= 1, acc >= lengths)
+            lengths, acc = op.verify_lengths, result.accepted
+            gained = 1 + np.minimum(acc, lengths)  # probes: lengths 0, one token
+            # The guess is the position after the drafts: right iff that position was accepted too. A live
+            # driver that compared the tokens reports ``result.valid`` instead.
+            ok = result.valid if result.valid is not None else acc >= lengths + 1
             alive = self.advance(op.reqs, gained)
             self._verified = (op.reqs[alive], ok[alive])
             finished = op.reqs[~alive]

@@ -51,6 +51,22 @@ class PSD(Policy):
     def uses_own_drafter_gpu(self) -> bool:
         return True
 
+    def _drop(self, ids: set[int]) -> np.ndarray:
+        found = []
+        for h in (0, 1):
+            keep = np.asarray([r not in ids for r in self.halves[h].tolist()], dtype=bool)
+            if keep.all():
+                continue
+            found.append(self.halves[h][~keep])
+            if h == self.ready and self.lengths is not None:
+                self.lengths = self.lengths[keep]
+            self.halves[h] = self.halves[h][keep]
+        if len(self.pending_prefill):
+            keep = np.asarray([r not in ids for r in self.pending_prefill.tolist()], dtype=bool)
+            found.append(self.pending_prefill[~keep])
+            self.pending_prefill, self.pending_half = self.pending_prefill[keep], self.pending_half[keep]
+        return np.concatenate(found) if found else EMPTY
+
     # ------------------------------------------------------------------ scheduling
     def next_ops(self, free: frozenset[str]) -> list[Op]:
         if self.outstanding:
@@ -80,10 +96,19 @@ class PSD(Policy):
             self.step_drafted = d
         return ops
 
+    #: A live engine runs each half as one batch of at most ``half_capacity`` rows (vLLM's max_num_seqs):
+    #: set True there, and newcomers that would overflow the just-verified half join the other one. The
+    #: simulator leaves it False (a burst may then grow one half beyond its share, as the policy always did).
+    limit_halves = False
+
     def _assign_halves(self, n: int) -> np.ndarray:
         if self.warm:  # join the half that was just verified: the one not holding drafts
             target = 1 - self.ready if self.ready is not None else self._smaller_half()
-            return np.full(n, target, dtype=np.int64)
+            out = np.full(n, target, dtype=np.int64)
+            if self.limit_halves:
+                room = max(0, self.half_capacity - len(self.halves[target]))
+                out[room:] = 1 - target
+            return out
         # warm-up: alternate, starting from the smaller half
         first = self._smaller_half()
         return (first + np.arange(n)) % 2

@@ -1,0 +1,413 @@
+"""PSD with the drafter sharing the target's GPU, against vLLM's SD and AR, on one GPU: issue 8, item 4.
+
+Grid (defaults): target Qwen3-8B with Qwen3-0.6B, and Qwen3-32B with Qwen3-0.6B / 1.7B (``--pairs``);
+k in {1, 3, 5}; max_num_seqs (batch) 16 and 64; synthetic geometric acceptance α in {0.6, 0.8}; PSD in
+both capacity modes (``double``: each half holds max_num_seqs, the published basis; ``split``: halves
+share it, equal concurrency with SD). Dummy weights (presets), prompts of token ids, offline waves.
+
+**One engine per process** (an in-process engine does not hand all its GPU memory back when dropped;
+seen on the H200): the parent starts one child per engine, each prints its own JSON lines. Engines:
+
+- ``ar``: one per target (vLLM's own AR, sync scheduling as our SD/PSD);
+- ``sd``: one per (target, drafter, k): vLLM's ``draft_model`` SD, drafter on the target's GPU,
+  acceptance from vLLM's synthetic mode (``synthetic_acceptance_rates``, changed in place per α);
+- ``psd`` (and ``pearl`` with ``--modes``): one per (target, drafter, k): minedraft's plugin with the
+  drafter in its own process on the *same* GPU (``drafter_device="same"``), acceptance from the plugin's
+  synthetic mode (changed between runs per α), capacity mode switched between runs.
+
+Inside an engine, α, max_num_seqs and PSD's capacity mode change between runs without a restart (the
+engine is started with the largest max_num_seqs). Memory on one GPU: the PSD target takes
+``--psd-target-gpu-memory-utilization`` of the GPU and the drafter process ``--drafter-gpu-memory-utilization``
+(the rest stays free for the two CUDA contexts); AR and SD take ``--gpu-memory-utilization``.
+
+Every finished run prints ``{"kind": "result", ...}`` with the simulator's ``RESULT_KEYS``, vLLM's
+spec-decode counts, the engine facts and, for PSD/PEARL, ``overlap``: per-step target time, drafter op
+time, their overlap and the transfer sizes/latencies read from the trace (what the simulator needs to
+model the sharing). ``--trace-dir`` writes each run's trace; ``--deadline-s`` stops starting work in time.
+
+Meant for a lent one-GPU machine with vLLM 0.26.0 (``../shared/tools/gpu-vllm``), from the repo root:
+``python3 benchmarks/gpu_psd_onegpu.py --pairs qwen3-8b:qwen3-0.6b --ks 1,3,5 --trace-dir $OUT``.
+It needs no install of minedraft beyond the repo on disk, but the drafter process imports
+``minedraft.executor.psd.drafter``: the script puts the repo on ``PYTHONPATH`` for its children.
+Not run in CI (it needs a GPU); ``--help`` runs anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_minedraft() -> None:
+    """Use an installed minedraft, or map this checkout's top-level folders into the namespace."""
+    try:
+        import minedraft.executor.psd  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(ROOT))
+        import minedraft
+
+        minedraft.__path__.append(str(ROOT))  # minedraft.executor -> ROOT/executor, as package-dir maps it
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    out = []
+    for item in text.split(","):
+        if item.strip():
+            t, d = item.split(":")
+            out.append((t.strip(), d.strip()))
+    return out
+
+
+MODES = ("ar", "sd", "psd", "pearl")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", default="qwen3-8b:qwen3-0.6b,qwen3-32b:qwen3-0.6b,qwen3-32b:qwen3-1.7b",
+                   help="comma list of target:drafter presets (or model dirs)")
+    p.add_argument("--modes", default="ar,sd,psd", help=f"comma list of {', '.join(MODES)}")
+    p.add_argument("--ks", default="1,3,5", help="comma list of k")
+    p.add_argument("--max-num-seqs", default="16,64", help="comma list of max_num_seqs (batch)")
+    p.add_argument("--alphas", default="0.6,0.8", help="comma list of geometric synthetic acceptance α")
+    p.add_argument("--psd-capacities", default="double,split", help="PSD capacity modes to run (double, split)")
+    p.add_argument("--input-len", type=int, default=256)
+    p.add_argument("--output-len", type=int, default=256)
+    p.add_argument("--waves", type=int, default=4, help="num_prompts = waves x capacity (offline)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="AR and SD engines")
+    p.add_argument("--psd-target-gpu-memory-utilization", type=float, default=0.70,
+                   help="PSD/PEARL target (the drafter process shares the GPU)")
+    p.add_argument("--drafter-gpu-memory-utilization", type=float, default=0.15,
+                   help="PSD/PEARL drafter process on the same GPU")
+    p.add_argument("--kv-cache-memory-gib", type=float, default=None,
+                   help="KV cache size instead of a memory fraction (the CPU build needs it: smoke tests)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=2048,
+                   help="vLLM's per-step token budget (PSD needs max_num_seqs x (k + 1) at least)")
+    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (target and drafter)")
+    p.add_argument("--warmup", type=int, default=8, help="throw-away requests after each engine start")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trace-dir", default=None, help="write each run's trace JSONL here (e.g. $OUT)")
+    p.add_argument("--deadline-s", type=float, default=None,
+                   help="start no run (or engine) after this many seconds; print 'skipped' lines instead")
+    p.add_argument("--engine-start-s", type=float, default=180.0,
+                   help="time an engine start (with warm-up and one run) is assumed to need before the deadline")
+    p.add_argument("--measure-swap", action="store_true",
+                   help="instead of the grid: what alternating halves costs vLLM's V1 runner and scheduler per step "
+                        "(the first --pairs target; --max-num-seqs = rows per half; contexts --swap-contexts)")
+    p.add_argument("--swap-contexts", default="256,1024,4096", help="context lengths for --measure-swap")
+    p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: the one engine of a child
+    return p.parse_args(argv)
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj, default=lambda x: x.item() if hasattr(x, "item") else str(x)), flush=True)
+
+
+class Clock:
+    def __init__(self, deadline: float | None) -> None:
+        self.t0, self.deadline = time.monotonic(), deadline
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def left(self, need: float = 0.0) -> bool:
+        return self.deadline is None or self.elapsed + need < self.deadline
+
+
+def jobs(a: argparse.Namespace) -> list[dict]:
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            raise SystemExit(f"error: --modes: each must be one of {', '.join(MODES)}; got {m}")
+    out, targets = [], []
+    for t, d in _pairs(a.pairs):
+        if "ar" in modes and t not in targets:
+            targets.append(t)
+            out.append({"mode": "ar", "target": t, "draft": None, "k": 0})
+        for k in _ints(a.ks):
+            for m in ("sd", "psd", "pearl"):
+                if m in modes:
+                    out.append({"mode": m, "target": t, "draft": d, "k": k})
+    return out
+
+
+def parent(a: argparse.Namespace, argv: list[str]) -> int:
+    """One child process per engine (this script with --job)."""
+    clock = Clock(a.deadline_s)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    rc = 0
+    for job in jobs(a):
+        child = [*argv, "--job", json.dumps(job)]
+        if a.deadline_s is not None:
+            left = a.deadline_s - clock.elapsed
+            if left < a.engine_start_s:
+                emit({"kind": "skipped", "job": job, "reason": "deadline (engine start)"})
+                continue
+            child += ["--deadline-s", f"{left:.0f}"]
+        rc = max(rc, subprocess.run([sys.executable, __file__, *child], env=env).returncode)
+    emit({"kind": "done", "elapsed_s": round(clock.elapsed, 1)})
+    return rc
+
+
+def overlap_stats(records: list[dict]) -> dict:
+    """Per verify step of a PSD/PEARL trace: target busy, drafter busy, both at once, transfer."""
+    import numpy as np
+
+    ops = [r for r in records if r.get("type") == "op"]
+    drafts = {r["step"]: r for r in ops if r["resource"] == "draft" and r["op"] == "draft"}
+    tgt, dr, both, step, sent, recv, lat_in, lat_out = [], [], [], [], [], [], [], []
+    for v in ops:
+        if v["resource"] != "target" or v["op"] != "verify":
+            continue
+        d = drafts.get(v["step"])
+        t_end = v.get("t_target_end", v["t_end"])
+        tgt.append(t_end - v["t_start"])
+        step.append(v["t_end"] - v["t_start"])
+        if d is None:
+            continue
+        dr.append(d["t_end"] - d["t_start"])
+        both.append(max(0.0, min(t_end, d["t_end"]) - max(v["t_start"], d["t_start"])))
+        sent.append(d["bytes_sent"])
+        recv.append(d["bytes_received"])
+        lat_in.append(d["t_start"] - d["t_sent"])
+        lat_out.append(d["t_received"] - d["t_end"])
+
+    def mean(x):
+        return float(np.mean(x)) if x else None
+
+    return {"verify_steps": len(step), "steps_with_draft": len(dr), "mean_step_s": mean(step),
+            "mean_target_s": mean(tgt), "mean_draft_s": mean(dr), "mean_overlap_s": mean(both),
+            "mean_bytes_sent": mean(sent), "mean_bytes_received": mean(recv),
+            "mean_send_latency_s": mean(lat_in), "mean_receive_latency_s": mean(lat_out)}
+
+
+def child(a: argparse.Namespace) -> int:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    _import_minedraft()
+    import numpy as np
+
+    from minedraft.acceptance import AcceptanceCurve
+    from minedraft.executor import compat
+    from minedraft.executor.engine import Engine, EngineSpec
+    from minedraft.executor.models import check_pair, resolve_model
+    from minedraft.executor.run import policy_metrics, run_policy
+    from minedraft.trace import TraceWriter
+    from minedraft.workload import Requests
+
+    job = json.loads(a.job)
+    mode, k = job["mode"], int(job["k"])
+    clock = Clock(a.deadline_s)
+    mns_list = sorted(_ints(a.max_num_seqs))
+    alphas = _floats(a.alphas) if mode != "ar" else [None]
+    capacities = [c for c in a.psd_capacities.split(",") if c.strip()] if mode == "psd" else [None]
+    target = resolve_model(job["target"], "--target")
+    draft = resolve_model(job["draft"], "--draft") if job["draft"] else None
+    if draft is not None:
+        check_pair(target, draft)
+    max_len = a.input_len + a.output_len + 2 * k + 8
+    labels = {"policy": mode, "target": job["target"], "draft": job["draft"], "k": k}
+    info = {"kind": "setup", "vllm": compat.vllm_version(), **labels}
+    try:
+        import torch
+
+        info |= {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                 else None, "gpus": torch.cuda.device_count()}
+    except Exception as exc:  # noqa: BLE001
+        info["torch_error"] = repr(exc)
+    emit(info)
+    if a.trace_dir:
+        Path(a.trace_dir).mkdir(parents=True, exist_ok=True)
+
+    plugin = mode in ("psd", "pearl")
+    curve0 = AcceptanceCurve.geometric(alphas[0], max(k + 1, 2)) if alphas[0] is not None else None
+    kv_bytes = int(a.kv_cache_memory_gib * (1 << 30)) if a.kv_cache_memory_gib else None
+    spec = EngineSpec(
+        target, draft if mode != "ar" else None, k, max_num_seqs=mns_list[-1], max_model_len=max_len,
+        kv_cache_memory_bytes=kv_bytes,
+        gpu_memory_utilization=None if kv_bytes else
+        a.psd_target_gpu_memory_utilization if plugin else a.gpu_memory_utilization,
+        max_num_batched_tokens=a.max_num_batched_tokens or None, seed=a.seed,
+        enforce_eager=True if a.enforce_eager else None,
+        synthetic_rates=curve0.vllm_rates(k) if mode == "sd" else None,
+        plugin={"mode": mode, "drafter_device": "same", "accept_curve": curve0.to_json(),
+                "drafter_gpu_memory_utilization": None if kv_bytes else a.drafter_gpu_memory_utilization,
+                "drafter_kv_cache_memory_bytes": kv_bytes,
+                "psd_capacity": capacities[0] if mode == "psd" else "double"} if plugin else None)
+    if not clock.left(a.engine_start_s):
+        emit({"kind": "skipped", **labels, "reason": "deadline (engine start)"})
+        return 0
+    t = time.monotonic()
+    eng = Engine(spec, name=f"bench-{mode}")
+    eng.warmup(a.warmup, a.input_len, 32)
+    emit({"kind": "engine", **labels, "start_s": round(time.monotonic() - t, 1), "facts": eng.facts})
+    with eng:
+        for alpha in alphas:
+            if alpha is not None:
+                curve = AcceptanceCurve.geometric(alpha, max(k + 1, 2))
+                if mode == "sd":
+                    eng.set_synthetic_rates(curve.vllm_rates(k))
+                elif plugin:
+                    eng.set_plugin_curve(curve)
+            for cap in capacities:
+                for mns in mns_list:
+                    run_labels = labels | {"alpha": alpha, "max_num_seqs": mns, "psd_capacity": cap}
+                    if not clock.left():
+                        emit({"kind": "skipped", **run_labels, "reason": "deadline"})
+                        continue
+                    eng.set_max_num_seqs(mns)
+                    if cap is not None:
+                        eng.set_psd_capacity(cap)
+                    in_flight = 2 * mns if cap == "double" else mns
+                    n = a.waves * in_flight
+                    req = Requests(arrival=np.zeros(n), prompt_len=np.full(n, a.input_len, dtype=np.int64),
+                                   output_len=np.full(n, a.output_len, dtype=np.int64))
+                    records: list[dict] = []
+                    writer = None
+                    if a.trace_dir:
+                        name = "_".join(f"{key}-{Path(str(v)).name}" for key, v in run_labels.items()
+                                        if v is not None) + ".jsonl"
+                        writer = TraceWriter(Path(a.trace_dir) / name.replace("/", "_"))
+
+                    def sink(rec: dict, writer=writer, records=records) -> None:
+                        records.append(rec)
+                        if writer is not None:
+                            writer.write(rec)
+
+                    t = time.monotonic()
+                    res = run_policy(eng, mode, req, sink, online=False, seed=a.seed,
+                                     header_config={"benchmark": "gpu_psd_onegpu", **run_labels},
+                                     num_gpus=1)
+                    if writer is not None:
+                        writer.close()
+                    m = policy_metrics(records, mode, res, False, eng)
+                    out = {"kind": "result", **run_labels, "requests_in_flight": in_flight, "num_prompts": n,
+                           "input_len": a.input_len, "output_len": a.output_len,
+                           "run_s": round(time.monotonic() - t, 3), **m,
+                           "engine": {key: eng.facts.get(key) for key in ("vllm_version", "platform", "model_runner",
+                                                                          "async_scheduling", "enforce_eager",
+                                                                          "num_gpu_blocks")}}
+                    if plugin:
+                        out["plugin"] = eng.facts.get("plugin")
+                        out["overlap"] = overlap_stats(records)
+                    emit(out)
+    return 0
+
+
+def measure_swap(a: argparse.Namespace) -> int:
+    """Alternating halves vs one steady batch, on the target's own vLLM runner (driven forward by forward).
+
+    PSD verifies half A, then half B: vLLM's V1 runner drops the requests it did not see last step from its
+    persistent batch and adds them back (copying each one's token ids and block table row), and the
+    scheduler ships each re-entering request's full token list (``all_token_ids``) in the SchedulerOutput
+    (through shared memory to the workers under tensor parallelism). This times one decode step of ``b``
+    rows at context ``L`` both ways, and the SchedulerOutput's pickled size, on whatever device is here.
+    """
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    _import_minedraft()
+    import pickle
+
+    import numpy as np
+    from vllm import SamplingParams
+
+    from minedraft.executor import compat
+    from minedraft.executor.models import resolve_model
+
+    target = resolve_model(_pairs(a.pairs)[0][0], "--target")
+    ctxs = _ints(a.swap_contexts)
+    b = max(_ints(a.max_num_seqs))
+    spec = {"model": target.path, "load_format": target.load_format, "max_model_len": max(ctxs) + 64,
+            "max_num_seqs": b, "max_num_batched_tokens": max(2048, b * 8, max(ctxs) + 64), "seed": a.seed,
+            "enforce_eager": True if a.enforce_eager else None,
+            "kv_cache_memory_bytes": int(a.kv_cache_memory_gib * (1 << 30)) if a.kv_cache_memory_gib else None,
+            "gpu_memory_utilization": None if a.kv_cache_memory_gib else a.gpu_memory_utilization}
+    core, cfg = compat.draft_engine_core(spec)
+    bs, nblocks, groups = compat.engine_core_kv_layout(core)
+    params = SamplingParams(temperature=0.0, max_tokens=1)
+    emit({"kind": "setup", "measure": "swap", "vllm": compat.vllm_version(), "target": _pairs(a.pairs)[0][0],
+          "rows_per_half": b, "block_size": bs, "platform": compat.platform_name()})
+    rng = np.random.default_rng(a.seed)
+    for L in ctxs:
+        per = -(-(L + 64) // bs)
+        if 2 * b * per >= nblocks:
+            emit({"kind": "skipped", "context": L, "reason": "KV cache too small"})
+            continue
+        free = list(range(1, nblocks))
+        reqs = {}
+        for h in (0, 1):
+            for i in range(b):
+                rid = f"{h}-{i}"
+                toks = rng.integers(10, 1000, L).tolist()
+                reqs[rid] = [toks, [free.pop() for _ in range(per)], 0]  # tokens, blocks, computed
+        for h in (0, 1):  # prefill both halves (chunks within the budget), then decode
+            ids = [f"{h}-{i}" for i in range(b)]
+            for rid in ids:
+                toks, blocks, _ = reqs[rid]
+                so = compat.drafter_scheduler_output([(rid, toks, 0, blocks)], [], {rid: L}, set(), params, groups)
+                out = compat.run_forward(core, so)
+                reqs[rid][0] = toks + [int(out.sampled_token_ids[0][-1])]
+                reqs[rid][2] = L
+
+        def step(half: int, prev: set[str]) -> tuple[float, int]:
+            ids = [f"{half}-{i}" for i in range(b)]
+            cached = [(rid, reqs[rid][2], len(reqs[rid][0]) - L) for rid in ids]
+            so = compat.drafter_scheduler_output([], cached, dict.fromkeys(ids, 1), set(), params, groups)
+            t0 = time.perf_counter()
+            # what vLLM's scheduler adds for requests absent from the previous step: their whole token list
+            so.scheduled_cached_reqs.all_token_ids = {rid: list(reqs[rid][0]) for rid in ids if rid not in prev}
+            out = compat.run_forward(core, so)
+            dt = time.perf_counter() - t0
+            for rid, tk in zip(out.req_ids, out.sampled_token_ids):
+                reqs[rid][0].append(int(tk[-1]))
+                reqs[rid][2] += 1
+            return dt, len(pickle.dumps(so, protocol=pickle.HIGHEST_PROTOCOL))
+
+        res = {}
+        for name, order in (("steady", [0] * 24), ("alternating", [0, 1] * 12)):
+            prev: set[str] = set()
+            times, sizes = [], []
+            for n_step, h in enumerate(order):
+                dt, size = step(h, prev)
+                prev = {f"{h}-{i}" for i in range(b)}
+                if n_step >= 4:
+                    times.append(dt)
+                    sizes.append(size)
+            res[name] = (float(np.median(times)), float(np.median(sizes)))
+        emit({"kind": "swap", "context": L, "rows": b, "steady_step_s": res["steady"][0],
+              "alternating_step_s": res["alternating"][0],
+              "swap_cost_s": res["alternating"][0] - res["steady"][0],
+              "swap_cost_per_row_us": 1e6 * (res["alternating"][0] - res["steady"][0]) / b,
+              "scheduler_output_bytes_steady": res["steady"][1],
+              "scheduler_output_bytes_alternating": res["alternating"][1]})
+        core.model_executor.execute_model(compat.drafter_scheduler_output([], [], {}, set(reqs), params, groups))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse(argv)
+    if a.measure_swap:
+        return measure_swap(a)
+    if a.job is None:
+        return parent(a, argv)
+    return child(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""The target's worker class (``worker_cls``): vLLM's own, plus the plugin's synthetic acceptance.
+
+``PSDWorker`` is the platform's worker (``CPUWorker`` on the CPU build, ``gpu_worker.Worker`` on GPUs)
+with one addition: when ``additional_config["minedraft"]["accept_curve"]`` is set, ``load_model`` wraps
+the runner's rejection sampler so that each verified row accepts a number of drafts drawn from that
+:class:`~minedraft.acceptance.AcceptanceCurve` (:meth:`AcceptanceCurve.sample`, per-request Beta
+heterogeneity included). vLLM's own synthetic mode lives inside its rejection kernels, which the CPU
+build's fallbacks refuse; this one runs after vLLM's sampler, on any device, at a cost of one argmax
+over the chosen rows. Timing only: accepted tokens are the drafts, the next token is the target's
+argmax at that position (outputs are not the model's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from vllm.platforms import current_platform
+
+from minedraft.acceptance import AcceptanceCurve
+from minedraft.executor import compat
+from minedraft.executor.psd.config import CONFIG_KEY, PluginConfig
+
+if current_platform.is_cpu():
+    from vllm.v1.worker.cpu_worker import CPUWorker as _PlatformWorker
+else:
+    from vllm.v1.worker.gpu_worker import Worker as _PlatformWorker
+
+
+class SyntheticAcceptance:
+    """Wraps vLLM's ``RejectionSampler``: same call, rows rewritten to ``drafts[:a] + [argmax at a]``."""
+
+    def __init__(self, inner, runner, curve: AcceptanceCurve, seed: int) -> None:
+        self.inner, self.runner, self.curve = inner, runner, curve
+        self.rng = np.random.default_rng([seed, 0x5359])
+        self.alphas: dict[str, float] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def _alphas(self, n: int) -> np.ndarray | None:
+        if not self.curve.heterogeneous:
+            return None
+        ids = list(self.runner.input_batch.req_ids[:n])
+        new = [r for r in ids if r not in self.alphas]
+        if new:
+            for r, a in zip(new, self.curve.request_alphas(self.rng, len(new))):
+                self.alphas[r] = float(a)
+        if len(self.alphas) > 8 * max(n, 64):  # forget requests no longer in the batch
+            keep = set(ids)
+            self.alphas = {r: a for r, a in self.alphas.items() if r in keep}
+        return np.asarray([self.alphas[r] for r in ids])
+
+    def __call__(self, metadata, draft_probs, logits, sampling_metadata, *args, **kwargs):
+        out = self.inner(metadata, draft_probs, logits, sampling_metadata, *args, **kwargs)
+        n = np.asarray(metadata.num_draft_tokens, dtype=np.int64)  # drafts per row
+        b, kmax = len(n), int(n.max()) if len(n) else 0
+        if b == 0 or kmax == 0:
+            return out
+        acc = self.curve.sample(self.rng, n, self._alphas(b), size=b)  # accepted drafts per row
+        starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+        # the logits row of position acc: a draft position's target logits, or the bonus row
+        flat_pos = np.where(acc < n, starts + np.minimum(acc, np.maximum(n - 1, 0)), 0)
+        dev = logits.device
+        tgt_idx = metadata.target_logits_indices
+        bonus_idx = metadata.bonus_logits_indices
+        acc_t = torch.as_tensor(acc, device=dev)
+        rows = torch.where(acc_t < torch.as_tensor(n, device=dev),
+                           tgt_idx[torch.as_tensor(flat_pos, device=dev)], bonus_idx)
+        nxt = logits[rows].argmax(dim=-1).to(out.sampled_token_ids.dtype)
+        # drafts padded per row: [b, kmax]
+        j = np.arange(kmax)
+        gather = np.minimum(starts[:, None] + j[None, :], max(int(n.sum()) - 1, 0))
+        drafts = metadata.draft_token_ids[torch.as_tensor(gather, device=dev)].to(out.sampled_token_ids.dtype)
+        keep = torch.as_tensor(j[None, :] < acc[:, None], device=dev)
+        new = torch.full((b, kmax + 1), -1, dtype=out.sampled_token_ids.dtype, device=dev)
+        new[:, :kmax] = torch.where(keep, drafts, new[:, :kmax])
+        new[torch.arange(b, device=dev), acc_t] = nxt
+        width = out.sampled_token_ids.shape[1]
+        out.sampled_token_ids = new[:, :width] if width <= kmax + 1 else torch.nn.functional.pad(
+            new, (0, width - kmax - 1), value=-1)
+        return out
+
+
+def install_synthetic_acceptance(worker) -> bool:
+    """Wrap the worker's rejection sampler when the plugin's config asks for synthetic acceptance."""
+    raw = (worker.vllm_config.additional_config or {}).get(CONFIG_KEY)
+    if not raw:
+        return False
+    cfg = PluginConfig(**raw)
+    curve = cfg.curve()
+    runner = compat.runner_of(worker)
+    rs = getattr(runner, "rejection_sampler", None)
+    if curve is None or rs is None:
+        return False
+    if not isinstance(rs, SyntheticAcceptance):
+        runner.rejection_sampler = SyntheticAcceptance(rs, runner, curve, cfg.synthetic_seed)
+    return True
+
+
+class PSDWorker(_PlatformWorker):
+    """The platform's vLLM worker; synthetic acceptance installed after the model loads (if asked)."""
+
+    def load_model(self, *args, **kwargs):
+        out = super().load_model(*args, **kwargs)
+        compat.fix_cpu_expand_kernel()  # CPU build only: sampled verification is biased without it
+        install_synthetic_acceptance(self)
+        return out
