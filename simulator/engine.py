@@ -74,7 +74,7 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
             prompt = op.chunk_tokens / b if op.chunk_tokens else float(prompt_len[reqs].mean())
             return costs.op_time(op.kind, b, prompt_len=prompt)
         ctx = float(prompt_len[reqs].mean() + policy.generated[reqs].mean()) if b else 0.0
-        k = float(op.lengths.mean()) if (op.kind == VERIFY and op.lengths is not None) else op.k
+        k = float(op.lengths.mean()) if (op.kind == VERIFY and op.lengths is not None) else op.k + op.extra_forwards
         return costs.op_time(op.kind, b, k=k, context_len=ctx, cross_device=cross and op.kind in (DRAFT, VERIFY),
                              chunk_tokens=op.chunk_tokens)
 
@@ -90,7 +90,7 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
 
     def result_of(op: Op) -> OpResult:
         if op.kind == VERIFY:
-            k = op.verify_lengths if op.probe is None else np.where(op.probe, 1, op.verify_lengths)
+            k = op.checks if op.checks is not None else op.verify_lengths
             a = alphas[op.reqs] if alphas is not None else None
             return OpResult(accepted=curve.sample(rng, k, a, size=len(op.reqs)))
         if op.kind == DRAFT and cfg.tetris_extra:
@@ -127,7 +127,10 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
                 before = policy.generated[op.reqs].copy() if details and op.kind != DRAFT else None
                 fin = policy.on_done(op, res)
                 gained = policy.generated[op.reqs] - before if before is not None and op.kind != PREFILL else None
-                rec.op(op, r.t_start, r.t_end, res.accepted, fin, gained, first=policy.take_first_tokens())
+                acc = res.accepted
+                if acc is not None and op.checks is not None:  # PEARL's guess is not an accepted draft
+                    acc = np.minimum(acc, op.verify_lengths)
+                rec.op(op, r.t_start, r.t_end, acc, fin, gained, first=policy.take_first_tokens())
                 free.add(op.resource)
                 in_flight -= 1
                 done += len(fin)
