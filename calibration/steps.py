@@ -8,11 +8,13 @@ for SD, the drafter's ``k`` forwards over the same rows. With each model's time 
 at once by non-negative least squares — exactly the composition the simulator charges
 (:meth:`minedraft.costs.StepCosts.op_time`):
 
-- target: ``fixed_t + per_token_t * b (k + 1) + per_context_t * sum(ctx) + prefill_token_t * chunk``
+- target: ``fixed_t + per_token_t * max(b (k + 1), knee_t) + per_context_t * sum(ctx) + prefill_token_t * chunk``
 - drafter (SD only): ``k fixed_d + per_token_d * 2 k b + per_context_d * k sum(ctx) + prefill_token_d * chunk``
 
 Per-step CPU overhead (scheduling, rejection, output processing) is inside ``fixed_t`` (vLLM runs it
-serially with the forwards). Runs are weighted equally, so long runs do not drown short ones.
+serially with the forwards). Runs are weighted equally, so long runs do not drown short ones. Each
+target's knee (the token count below which its forward does not grow: the roofline's memory-bound
+floor) is chosen from a grid by the fit's own error; the drafters' lines stay straight.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from minedraft.errors import InputError, read_json, require
 from minedraft.latency import Affine
 
 STEP_MODEL_KIND = "minedraft.step_model"
-TERMS = ("fixed_s", "per_token_s", "per_context_s", "prefill_token_s")
+TERMS = ("fixed_s", "per_token_s", "per_context_s", "prefill_token_s", "knee_tokens")
+LINEAR = TERMS[:4]  # fitted by least squares; the knee by a grid search
+KNEES = (0, 32, 64, 96, 128, 192, 256, 384, 512)
 #: Shipped fits: data/profiles/<gpu>/<target>.json and <target>+<draft>.json (the drafter's terms are fitted
 #: per pair: in vLLM the drafter runs inside the target's step, and its per-forward cost differs by pair).
 PROFILES = Path(__file__).parent / "data" / "profiles"
@@ -124,16 +128,16 @@ class StepFit:
         return paths
 
 
-def _design(rows: list[StepRow], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _design(rows: list[StepRow], names: list[str], knees: dict[str, float]) -> tuple[np.ndarray, np.ndarray,
+                                                                                    np.ndarray]:
     col = {n: i for i, n in enumerate(names)}
     x = np.zeros((len(rows), 4 * len(names)))
     y = np.array([r.seconds for r in rows])
     runs = np.array([r.run for r in rows])
     for i, r in enumerate(rows):
         t = 4 * col[r.target]
-        pure_prefill = r.batch == 0
         x[i, t + 0] = 1.0
-        x[i, t + 1] = r.batch * (r.k + 1) if not pure_prefill else 0.0
+        x[i, t + 1] = max(r.batch * (r.k + 1), knees.get(r.target, 0)) if r.batch else 0.0
         x[i, t + 2] = r.context
         x[i, t + 3] = r.chunk
         if r.draft is not None and r.k:
@@ -145,22 +149,40 @@ def _design(rows: list[StepRow], names: list[str]) -> tuple[np.ndarray, np.ndarr
     return x, y, runs
 
 
+def _solve(rows: list[StepRow], names: list[str], knees: dict[str, float]) -> tuple[np.ndarray, float, np.ndarray]:
+    x, y, runs = _design(rows, names, knees)
+    _, inverse, counts = np.unique(runs, return_inverse=True, return_counts=True)
+    w = 1.0 / (y * np.sqrt(counts[inverse]))  # relative error, runs weighted equally
+    coef, _ = nnls(x * w[:, None], y * w)
+    err = np.abs(x @ coef / y - 1)
+    return coef, float(np.sum((err ** 2) / np.sqrt(counts[inverse]))), err
+
+
 def fit_steps(rows: list[StepRow], gpu: str, provenance: dict | None = None) -> StepFit:
     """Non-negative least squares over all steps; relative error, each run weighted equally.
 
-    Drafters are fitted per (target, drafter) pair and named ``target+draft`` in the result.
+    Drafters are fitted per (target, drafter) pair and named ``target+draft`` in the result. Each target's
+    knee is chosen from :data:`KNEES` by coordinate search on the same weighted error.
     """
     require(len(rows) >= 8, "steps", "need at least 8 measured steps", len(rows))
     rows = [r if r.draft is None else StepRow(r.run, r.target, draft_key(r.draft, r.target), r.k, r.batch,
                                               r.context, r.chunk, r.draft_rows, r.seconds) for r in rows]
     names = sorted({r.target for r in rows} | {r.draft for r in rows if r.draft})
-    x, y, runs = _design(rows, names)
-    _, inverse, counts = np.unique(runs, return_inverse=True, return_counts=True)
-    w = 1.0 / (y * np.sqrt(counts[inverse]))  # relative error, runs weighted equally
-    coef, _ = nnls(x * w[:, None], y * w)
-    models = {n: Affine(*(float(c) for c in coef[4 * i: 4 * i + 4])) for i, n in enumerate(names)}
-    err = np.abs(x @ coef / y - 1)
-    return StepFit(models, gpu, sorted(set(runs.tolist())), float(np.median(err)), provenance or {})
+    targets = sorted({r.target for r in rows})
+    knees = {t: 0.0 for t in targets}
+    best = _solve(rows, names, knees)
+    for _ in range(2):  # coordinate search: each target's knee in turn
+        for t in targets:
+            for kn in KNEES:
+                trial = knees | {t: float(kn)}
+                got = _solve(rows, names, trial)
+                if got[1] < best[1] - 1e-12:
+                    knees, best = trial, got
+    coef, _, err = best
+    models = {n: Affine(*(float(c) for c in coef[4 * i: 4 * i + 4]), knee_tokens=knees.get(n, 0.0))
+              for i, n in enumerate(names)}
+    runs = sorted({r.run for r in rows})
+    return StepFit(models, gpu, runs, float(np.median(err)), provenance or {})
 
 
 def predict_steps(fit: StepFit, rows: list[StepRow]) -> np.ndarray:
@@ -168,7 +190,8 @@ def predict_steps(fit: StepFit, rows: list[StepRow]) -> np.ndarray:
     pred = []
     for r in rows:
         t = fit.models[r.target]
-        sec = t.fixed_s + t.per_token_s * (r.batch * (r.k + 1) if r.batch else 0) + t.per_context_s * r.context \
+        tokens = max(r.batch * (r.k + 1), t.knee_tokens) if r.batch else 0
+        sec = t.fixed_s + t.per_token_s * tokens + t.per_context_s * r.context \
             + (t.prefill_token_s or 0.0) * r.chunk
         if r.draft and r.k:
             d = fit.models[draft_key(r.draft, r.target)]
@@ -184,9 +207,10 @@ def load_step_model(path: str | Path, field_name: str = "latency-profile") -> tu
     require(isinstance(data, dict) and data.get("kind") == STEP_MODEL_KIND, field_name,
             f"must hold a JSON object of kind '{STEP_MODEL_KIND}'", str(path))
     a = data.get("affine")
-    require(isinstance(a, dict) and all(isinstance(a.get(t), (int, float)) for t in TERMS), field_name,
+    require(isinstance(a, dict) and all(isinstance(a.get(t), (int, float)) for t in LINEAR)
+            and isinstance(a.get("knee_tokens", 0), (int, float)), field_name,
             f"'affine' must give numbers for {', '.join(TERMS)}", str(path))
     try:
-        return Affine(*(float(a[t]) for t in TERMS)), data
+        return Affine(*(float(a[t]) for t in LINEAR), knee_tokens=float(a.get("knee_tokens", 0))), data
     except InputError as exc:
         raise exc.relabel(field_name) from None

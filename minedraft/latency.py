@@ -71,8 +71,11 @@ class Constant(LatencyModel):
 
 @dataclass(frozen=True, slots=True)
 class Affine(LatencyModel):
-    """``T(b, n) = fixed_s + per_token_s * b * n (+ per_context_s * b * ctx)``: a batch-independent part
-    plus a part per token (and, optionally, per cached token read).
+    """``T(b, n) = fixed_s + per_token_s * max(b * n, knee_tokens) (+ per_context_s * b * ctx)``: a
+    batch-independent part plus a part per token (and, optionally, per cached token read).
+
+    ``knee_tokens`` (default 0: a straight line) is where a forward stops being bound by the weight reads
+    and starts paying per token: below it the token term is flat (the roofline's knee, measured).
 
     ``b`` sequences with ``n`` new tokens each. A prompt forward is the same line over ``b * prompt_len``
     tokens at ``prefill_token_s`` per token (default ``per_token_s``); prompt chunks riding in another
@@ -84,9 +87,10 @@ class Affine(LatencyModel):
     per_token_s: float
     per_context_s: float = 0.0
     prefill_token_s: float | None = None
+    knee_tokens: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in ("fixed_s", "per_token_s", "per_context_s"):
+        for f in ("fixed_s", "per_token_s", "per_context_s", "knee_tokens"):
             v = getattr(self, f)
             require(math.isfinite(v) and v >= 0, f, "must be a finite time >= 0", v)
         p = self.prefill_token_s
@@ -101,7 +105,8 @@ class Affine(LatencyModel):
         return self.per_token_s if self.prefill_token_s is None else self.prefill_token_s
 
     def forward_time(self, batch: int, new_tokens: float, context_len: float) -> float:
-        return self.fixed_s + batch * (self.per_token_s * new_tokens + self.per_context_s * context_len)
+        tokens = max(batch * new_tokens, self.knee_tokens)
+        return self.fixed_s + self.per_token_s * tokens + self.per_context_s * batch * context_len
 
     def prefill_time(self, batch: int, prompt_len: float) -> float:
         return self.fixed_s + self._prompt_token_s * batch * prompt_len

@@ -41,6 +41,24 @@ def test_step_fit_recovers_known_lines():
     assert fit.step_median_abs_rel_error < 0.015
 
 
+def test_step_fit_finds_the_knee():
+    # a target whose forward is flat below 160 tokens: the fit picks the grid knee next to it
+    target = Affine(0.006, 2e-5, 1e-7, 2e-5, knee_tokens=160)
+    rng = np.random.default_rng(1)
+    rows = []
+    for run in range(8):
+        for _ in range(150):
+            b = int(rng.integers(1, 400))  # decode steps of 1 to 400 rows: both sides of the knee
+            ctx = float(b * 300)
+            rows.append(StepRow(f"r{run}", "tgt", None, 0, b, ctx, 0, b,
+                                target.forward_time(b, 1, 300) * rng.lognormal(0, 0.005)))
+    got = fit_steps(rows, "test").models["tgt"]
+    assert got.knee_tokens in (128, 192)
+    assert got.per_token_s == pytest.approx(2e-5, rel=0.15)
+    for b in (4, 100, 256):
+        assert got.forward_time(b, 1, 300) == pytest.approx(target.forward_time(b, 1, 300), rel=0.05)
+
+
 def _validate(args, capsys):
     try:
         code = run_cli(validate_main, args)
