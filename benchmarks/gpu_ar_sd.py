@@ -24,32 +24,12 @@ It needs no install of minedraft (it puts the repo on the path) and nothing beyo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_minedraft() -> None:
-    """Use an installed minedraft, or map this checkout's top-level folders into the namespace."""
-    try:
-        import minedraft.executor  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(ROOT))
-        import minedraft
-
-        minedraft.__path__.append(str(ROOT))  # minedraft.executor -> ROOT/executor, as package-dir maps it
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+from _gpu_common import Clock, emit, floats, import_minedraft, ints  # noqa: E402 - beside this script
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,22 +65,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class Clock:
-    def __init__(self, deadline: float | None) -> None:
-        self.t0, self.deadline = time.monotonic(), deadline
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
-
-    def left(self, need: float = 0.0) -> bool:
-        return self.deadline is None or self.elapsed + need < self.deadline
-
-
-def emit(obj: dict) -> None:
-    print(json.dumps(obj, default=lambda x: x.item() if hasattr(x, "item") else str(x)), flush=True)
-
-
 def engines_in_children(a: argparse.Namespace, argv: list[str]) -> int:
     """Run each engine of the grid in a child process of its own (the same script, one engine each)."""
     import subprocess
@@ -109,7 +73,7 @@ def engines_in_children(a: argparse.Namespace, argv: list[str]) -> int:
     base = [x for x in argv]
     jobs = [] if a.no_ar else [["--drafts", "", "--ks", "1"]]
     for d in [d for d in a.drafts.split(",") if d.strip()]:
-        for k in _ints(a.ks):
+        for k in ints(a.ks):
             jobs.append(["--no-ar", "--drafts", d, "--ks", str(k)])
     rc = 0
     for job in jobs:
@@ -127,12 +91,12 @@ def engines_in_children(a: argparse.Namespace, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a = parse(argv)
-    if not a.in_process and (len(_ints(a.ks)) * len([d for d in a.drafts.split(",") if d.strip()])
+    if not a.in_process and (len(ints(a.ks)) * len([d for d in a.drafts.split(",") if d.strip()])
                              + (0 if a.no_ar else 1)) > 1:
         return engines_in_children(a, argv)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    _import_minedraft()
+    import_minedraft()
     import numpy as np
 
     from minedraft.acceptance import AcceptanceCurve
@@ -146,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     clock = Clock(a.deadline_s)
     if a.trace_dir:
         Path(a.trace_dir).mkdir(parents=True, exist_ok=True)
-    mns_list = sorted(_ints(a.max_num_seqs))
-    ks, alphas = _ints(a.ks), _floats(a.alphas)
+    mns_list = sorted(ints(a.max_num_seqs))
+    ks, alphas = ints(a.ks), floats(a.alphas)
     drafts = [d for d in a.drafts.split(",") if d.strip()]
     target = resolve_model(a.target, "--target")
     max_len = a.input_len + a.output_len + max(ks, default=0) + 8

@@ -42,26 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_minedraft() -> None:
-    """Use an installed minedraft, or map this checkout's top-level folders into the namespace."""
-    try:
-        import minedraft.executor.psd  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(ROOT))
-        import minedraft
-
-        minedraft.__path__.append(str(ROOT))  # minedraft.executor -> ROOT/executor, as package-dir maps it
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+from _gpu_common import ROOT, Clock, emit, floats, import_minedraft, ints  # noqa: E402 - beside this script
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:
@@ -113,22 +94,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def emit(obj: dict) -> None:
-    print(json.dumps(obj, default=lambda x: x.item() if hasattr(x, "item") else str(x)), flush=True)
-
-
-class Clock:
-    def __init__(self, deadline: float | None) -> None:
-        self.t0, self.deadline = time.monotonic(), deadline
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
-
-    def left(self, need: float = 0.0) -> bool:
-        return self.deadline is None or self.elapsed + need < self.deadline
-
-
 def jobs(a: argparse.Namespace) -> list[dict]:
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     for m in modes:
@@ -139,7 +104,7 @@ def jobs(a: argparse.Namespace) -> list[dict]:
         if "ar" in modes and t not in targets:
             targets.append(t)
             out.append({"mode": "ar", "target": t, "draft": None, "k": 0})
-        for k in _ints(a.ks):
+        for k in ints(a.ks):
             for m in ("sd", "psd", "pearl"):
                 if m in modes:
                     out.append({"mode": m, "target": t, "draft": d, "k": k})
@@ -200,7 +165,7 @@ def overlap_stats(records: list[dict]) -> dict:
 def child(a: argparse.Namespace) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    _import_minedraft()
+    import_minedraft()
     import numpy as np
 
     from minedraft.acceptance import AcceptanceCurve
@@ -214,8 +179,8 @@ def child(a: argparse.Namespace) -> int:
     job = json.loads(a.job)
     mode, k = job["mode"], int(job["k"])
     clock = Clock(a.deadline_s)
-    mns_list = sorted(_ints(a.max_num_seqs))
-    alphas = _floats(a.alphas) if mode != "ar" else [None]
+    mns_list = sorted(ints(a.max_num_seqs))
+    alphas = floats(a.alphas) if mode != "ar" else [None]
     capacities = [c for c in a.psd_capacities.split(",") if c.strip()] if mode == "psd" else [None]
     target = resolve_model(job["target"], "--target")
     draft = resolve_model(job["draft"], "--draft") if job["draft"] else None
@@ -320,7 +285,7 @@ def measure_swap(a: argparse.Namespace) -> int:
     rows at context ``L`` both ways, and the SchedulerOutput's pickled size, on whatever device is here.
     """
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    _import_minedraft()
+    import_minedraft()
     import pickle
 
     import numpy as np
@@ -330,8 +295,8 @@ def measure_swap(a: argparse.Namespace) -> int:
     from minedraft.executor.models import resolve_model
 
     target = resolve_model(_pairs(a.pairs)[0][0], "--target")
-    ctxs = _ints(a.swap_contexts)
-    b = max(_ints(a.max_num_seqs))
+    ctxs = ints(a.swap_contexts)
+    b = max(ints(a.max_num_seqs))
     spec = {"model": target.path, "load_format": target.load_format, "max_model_len": max(ctxs) + 64,
             "max_num_seqs": b, "max_num_batched_tokens": max(2048, b * 8, max(ctxs) + 64), "seed": a.seed,
             "enforce_eager": True if a.enforce_eager else None,

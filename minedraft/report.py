@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.table import Table
 
@@ -92,3 +96,42 @@ def save_figure(fig, stem, width: int, height: int, scale: float = 1.25) -> str:
         return "png"
     except Exception:  # noqa: BLE001 - no exporter: HTML only
         return "html"
+
+
+class ProgressBars:
+    """Rich progress bars on stderr, for terminals only, each shown once its task has run ``delay`` seconds.
+
+    ``task(description, total)`` returns ``advance(n)``; the bar of a task disappears when it completes.
+    """
+
+    def __init__(self, enabled: bool = True, delay: float = 2.0) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.delay = delay
+        self.bar = None
+
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        t0, state = time.monotonic(), {"done": 0, "id": None}
+
+        def advance(n: int) -> None:
+            state["done"] += n
+            if not self.enabled:
+                return
+            if self.bar is None and time.monotonic() - t0 >= self.delay:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+                self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                self.bar.start()
+            if self.bar is not None:
+                if state["id"] is None:
+                    state["id"] = self.bar.add_task(description, total=total)
+                self.bar.update(state["id"], completed=state["done"])
+                if state["done"] >= total:
+                    self.bar.remove_task(state["id"])
+
+        return advance
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

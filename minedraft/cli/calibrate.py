@@ -20,6 +20,7 @@ from rich.table import Table
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.cli import common
 from minedraft.errors import InputError, read_text, require
+from minedraft.report import ProgressBars
 
 
 # ============================================================================ acceptance
@@ -142,12 +143,13 @@ def _pair_observations(a: argparse.Namespace):
     except ImportError as exc:
         raise InputError("--pair", "needs torch and transformers installed (for example the .venv-vllm environment)",
                          str(exc)) from None
-    progress = _Progress(n, enabled=not a.quiet and sys.stderr.isatty())
+    bars = ProgressBars(enabled=not a.quiet, delay=0.0)
+    progress = bars.task("speculative decoding", n)
     try:
         run = speculative.measure_pair(target, draft, prompts[:n], k, temperature, max_new, seed=seed,
                                        progress=progress, threads=threads, draft_sampling=draft_sampling)
     finally:
-        progress.close()
+        bars.close()
     mode = "greedy" if temperature == 0 else f"temperature {temperature:g}, {draft_sampling} drafts"
     obs = acc.Observations.from_rows(f"draft/target pair run ({mode}, k={k}): {_shown(draft)} -> {_shown(target)}",
                                      run.all_accepted(), k)
@@ -198,34 +200,6 @@ def load_prompts(path: Path, flag: str) -> list[str]:
                 str(path))
         out.append(item)
     return out
-
-
-class _Progress:
-    """A Rich progress bar over prompts (terminal only)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("speculative decoding"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("pair", total=total)
-
-    def __call__(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _print_estimate(est) -> None:

@@ -17,10 +17,10 @@ import json
 import math
 import os
 import sys
-import time
 
 from minedraft.cli import common
 from minedraft.errors import InputError, require
+from minedraft.report import ProgressBars
 
 EXEC_POLICIES = ("ar", "sd", "psd", "pearl")  # kept in step with minedraft.executor.run.EXEC_POLICIES (a test pins it)
 PLUGIN_POLICIES = ("psd", "pearl")
@@ -74,42 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trace", default=None, help="append every engine step and finished request as JSONL to PATH")
     g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return p
-
-
-class Progress:
-    """A Rich progress bar per policy (stderr, terminals only), shown once a run has taken ~2 s."""
-
-    def __init__(self, enabled: bool, delay: float = 2.0) -> None:
-        self.enabled, self.delay = enabled, delay
-        self.bar = None
-
-    def __call__(self, policy: str, total: int):
-        if not self.enabled:
-            return None
-        t0, state = time.monotonic(), {"done": 0, "task": None}
-
-        def advance(n: int) -> None:
-            state["done"] += n
-            if self.bar is None and time.monotonic() - t0 > self.delay:
-                from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-                from rich.progress import Progress as Bar
-
-                self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-                self.bar.start()
-            if self.bar is not None:
-                if state["task"] is None:
-                    state["task"] = self.bar.add_task(f"running {policy} on vLLM", total=total)
-                self.bar.update(state["task"], completed=state["done"])
-                if state["done"] >= total:
-                    self.bar.remove_task(state["task"])
-
-        return advance
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def parse_policies(text: str) -> list[str]:
@@ -207,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
               "accept_curve": curve.to_json() if curve else None,
               "acceptance": "synthetic" if curve else ("models" if speculative else None),
               "mode": "online" if online else "offline", "executor": opts.describe()}
-    progress = Progress(enabled=not a.quiet and sys.stderr.isatty())
+    bars = ProgressBars(enabled=not a.quiet)
+    progress = lambda policy, total: bars.task(f"running {policy} on vLLM", total)  # noqa: E731
     try:
         runs = execute(policies, requests, opts, online=online, config=config, trace_path=trace_out,
                        resume=a.resume, progress=progress)
     finally:
-        progress.close()
+        bars.close()
     results = [r.metrics for r in runs]
     config["basis"] = basis_line(results, cfg)
     config["engines"] = {r.policy: r.engine_facts for r in runs if r.engine_facts}

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from minedraft.cli import common
 from minedraft.errors import require
 from minedraft.metrics import RESULT_KEYS
 from minedraft.policies import POLICIES
-from minedraft.report import basis_line, console, results_table
+from minedraft.report import ProgressBars, basis_line, console, results_table
 from minedraft.simulator.run import Comparison
 from minedraft.trace import TraceWriter
 
@@ -40,32 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class LazyProgress:
-    """A progress bar that appears only once a run has taken ~2 s (and only on a terminal)."""
-
-    def __init__(self, total: int, enabled: bool, delay: float = 2.0) -> None:
-        self.total, self.enabled, self.delay = total, enabled, delay
-        self.t0 = time.monotonic()
-        self.done = 0
-        self.bar: Progress | None = None
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self.bar is None and time.monotonic() - self.t0 > self.delay:
-            self.bar = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("sim", total=self.total, completed=self.done)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.done)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     policies = common.parse_policies(a.policy)
@@ -84,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     config = {"policies": policies, "policy_config": common.config_dict(cfg), "workload": wl.describe(),
               "accept_curve": curve.to_json() if curve else None, "timing": timing}
 
-    progress = LazyProgress(len(requests) * len(policies), enabled=not a.quiet and sys.stderr.isatty())
+    bars = ProgressBars(enabled=not a.quiet)
     try:
         runs = Comparison(policies, requests, cfg, costs, curve, seed=wl.seed, target_gpus=tp).run(
-            details=trace_out is not None, progress=progress, config=config)
+            details=trace_out is not None, progress=bars.task("simulating", len(requests) * len(policies)),
+            config=config)
     finally:
-        progress.close()
+        bars.close()
     results = [m for _, m in runs]
     config["basis"] = basis_line(results, cfg)
 

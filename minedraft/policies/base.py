@@ -339,3 +339,20 @@ def tetris_lengths(confidence: np.ndarray, budget: int) -> np.ndarray:
     req = order % n
     return np.bincount(req, minlength=n).astype(np.int64)
 
+
+class Lockstep(Policy):
+    """A policy whose engine step runs ops on both resources at once and ends when all have ended (a
+    barrier, as PSD and PEARL step): subclasses plan a step in :meth:`_plan` and count ops down in
+    ``_done`` (``self.outstanding -= 1``)."""
+
+    outstanding = 0
+
+    def next_ops(self, free: frozenset[str]) -> list[Op]:
+        if self.outstanding:
+            return []
+        ops = self._plan()
+        self.outstanding = len(ops)
+        return ops
+
+    def _plan(self) -> list[Op]:
+        raise NotImplementedError

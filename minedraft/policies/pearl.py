@@ -22,10 +22,10 @@ import numpy as np
 
 from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, VERIFY, Op, OpResult
 from minedraft.errors import require
-from minedraft.policies.base import EMPTY, Policy
+from minedraft.policies.base import EMPTY, Lockstep
 
 
-class PEARL(Policy):
+class PEARL(Lockstep):
     name = "pearl"
     speculative = True
 
@@ -37,7 +37,6 @@ class PEARL(Policy):
         self.valid = np.zeros(len(self.prompt_len), dtype=bool)  # drafts ready for the next verify
         self.draft_k = np.zeros(len(self.prompt_len), dtype=np.int64)
         self.pending_prefill = EMPTY
-        self.outstanding = 0
         self._verified: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -61,13 +60,6 @@ class PEARL(Policy):
                 found.append(arr[~keep])
                 setattr(self, name, arr[keep])
         return np.concatenate(found) if found else EMPTY
-
-    def next_ops(self, free: frozenset[str]) -> list[Op]:
-        if self.outstanding:
-            return []
-        ops = self._plan()
-        self.outstanding = len(ops)
-        return ops
 
     def _plan(self) -> list[Op]:
         if len(self.pending_prefill):

@@ -20,10 +20,10 @@ import numpy as np
 
 from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, VERIFY, Op, OpResult
 from minedraft.errors import require
-from minedraft.policies.base import EMPTY, Policy, tetris_lengths
+from minedraft.policies.base import EMPTY, Lockstep, tetris_lengths
 
 
-class PSD(Policy):
+class PSD(Lockstep):
     name = "psd"
     speculative = True
 
@@ -40,7 +40,6 @@ class PSD(Policy):
         self.ready_k = 0
         self.pending_prefill = EMPTY
         self.pending_half = EMPTY  # the half each pending request joins
-        self.outstanding = 0  # ops of the current step still running (lockstep barrier)
         self.step_drafted: int | None = None
         self.warm = False  # decoding has started: admission follows the just-verified half
 
@@ -68,13 +67,6 @@ class PSD(Policy):
         return np.concatenate(found) if found else EMPTY
 
     # ------------------------------------------------------------------ scheduling
-    def next_ops(self, free: frozenset[str]) -> list[Op]:
-        if self.outstanding:
-            return []
-        ops = self._plan()
-        self.outstanding = len(ops)
-        return ops
-
     def _plan(self) -> list[Op]:
         if len(self.pending_prefill):
             return [Op(DRAFT_PREFILL, DRAFTER, self.pending_prefill, new_step=False)]
