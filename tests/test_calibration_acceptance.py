@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import invoke
 from minedraft.calibration import CURVES_DIR, DATA, PAIR_DIR
 from minedraft.calibration.acceptance import (
     CurveEstimate,
@@ -38,15 +39,6 @@ EXAMPLES = DATA / "examples"
 CURVE = AcceptanceCurve((0.9, 0.72, 0.55, 0.41, 0.3, 0.2))
 
 
-def run(args, capsys):
-    try:
-        code = run_cli(main, args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def assert_one_line_error(code, err, flag):
     assert code == 2, err
     lines = err.strip().splitlines()
@@ -59,6 +51,11 @@ def rows_from(curve: AcceptanceCurve, k: int, n: int, seed: int) -> np.ndarray:
 
 
 # ============================================================================ estimators
+
+def run(args, capsys):
+    return invoke(main, args, capsys)
+
+
 @pytest.mark.parametrize("method", ["wilson", "clopper-pearson"])
 def test_binomial_intervals_cover_at_the_nominal_rate(method):
     rng = np.random.default_rng(1)

@@ -7,25 +7,20 @@ import subprocess
 import sys
 
 import pytest
+from conftest import invoke
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
-from minedraft.cli.sim import main
-from minedraft.cli.common import run_cli
-from minedraft.metrics import RESULT_KEYS
 from minedraft.theory import offline_makespan
+
 from minedraft.acceptance import AcceptanceCurve
+from minedraft.cli.sim import main
 from minedraft.costs import StepCosts
 from minedraft.latency import Constant
+from minedraft.metrics import RESULT_KEYS
 
 
 def run(args, capsys):
-    try:
-        code = run_cli(main, args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return invoke(main, args, capsys)
 
 
 def test_default_job_runs_all_policies(tmp_path, capsys):

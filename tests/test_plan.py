@@ -10,18 +10,29 @@ import sys
 import time
 
 import pytest
+from conftest import invoke
+from minedraft.planner import SLO, PlanInputs, plan, report
+from minedraft.planner.estimate import Context, Estimate, estimate
+from minedraft.planner.search import Evaluated, slo_capacity
+from minedraft.planner.space import (
+    Candidate,
+    enumerate_candidates,
+    memory_check,
+    sim_argv,
+)
+from minedraft.planner.sweep import (
+    POINT_SCHEMA,
+    Checkpoint,
+    LocalPool,
+    Progress,
+    point_key,
+    run_points,
+)
+from minedraft.theory.serving import steady
 
-from minedraft.cli.common import run_cli
 from minedraft.cli.plan import main as plan_main
 from minedraft.cli.sim import main as sim_main
-from minedraft.planner import SLO, PlanInputs, plan
-from minedraft.planner import report
-from minedraft.planner.search import Evaluated, slo_capacity
-from minedraft.planner.estimate import Context, Estimate, estimate
-from minedraft.planner.space import Candidate, enumerate_candidates, memory_check, sim_argv
-from minedraft.planner.sweep import POINT_SCHEMA, Checkpoint, LocalPool, point_key, run_points, Progress
 from minedraft.presets import model_shape
-from minedraft.theory.serving import steady
 
 SMALL = dict(targets=("qwen3-32b",), drafts=("qwen3-0.6b",), gpus=("h200",), budget=5, request_rate=6.0,
              slo=SLO(tpot_ms=30.0, ttft_ms=3000.0), tps=(1,), ks=(3, 5), max_num_seqs=(16, 32),
@@ -32,15 +43,6 @@ SMALL = dict(targets=("qwen3-32b",), drafts=("qwen3-0.6b",), gpus=("h200",), bud
 @pytest.fixture(scope="module")
 def small_plan():
     return plan(PlanInputs(**SMALL))
-
-
-def run(main, args, capsys):
-    try:
-        code = run_cli(main, args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_best_of_each_policy_is_confirmed_and_reproduced_by_minedraft_sim(small_plan, capsys):
@@ -54,7 +56,7 @@ def test_best_of_each_policy_is_confirmed_and_reproduced_by_minedraft_sim(small_
         assert b["total_rate_req_s"] == pytest.approx(6.0, rel=1e-3)
         # the quoted numbers are exactly what the quoted minedraft-sim command prints
         argv = b["command"].split()[1:]
-        code, out, err = run(sim_main, argv + ["--json", "-"], capsys)
+        code, out, err = invoke(sim_main, argv + ["--json", "-"], capsys)
         assert code == 0, err
         r = json.loads(out)["results"][0]
         for k in ("output_throughput", "p99_tpot_ms", "p99_ttft_ms", "p99_e2el_ms", "mean_acceptance_length"):
@@ -264,7 +266,7 @@ BAD = [
 
 @pytest.mark.parametrize("args,flag", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_line_naming_the_flag(args, flag, capsys, tmp_path):
-    code, out, err = run(plan_main, args + ["--out", str(tmp_path / "o")], capsys)
+    code, out, err = invoke(plan_main, args + ["--out", str(tmp_path / "o")], capsys)
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {flag}"), err

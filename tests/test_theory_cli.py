@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import invoke
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from minedraft.theory.constant import E, M, X, Y, ks, o, symbolic_forms, tau
@@ -14,7 +15,6 @@ from minedraft.theory.optimal_k import optimal_k
 from minedraft.theory.serving import Setup, offline
 
 from minedraft.acceptance import AcceptanceCurve
-from minedraft.cli.common import run_cli
 from minedraft.cli.theory import build_parser, main
 from minedraft.costs import StepCosts
 from minedraft.latency import Constant
@@ -24,12 +24,7 @@ REQUIRED = ("expected_tokens_per_step", "sd_speedup_over_ar", "psd_throughput_ra
 
 
 def run(args, capsys):
-    try:
-        code = run_cli(main, args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return invoke(main, args, capsys)
 
 
 def test_constant_mode_json_holds_the_closed_forms(capsys):

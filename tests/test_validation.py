@@ -5,14 +5,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from conftest import invoke
 from minedraft.calibration.steps import StepRow, fit_steps
-from minedraft.cli.common import run_cli
+
 from minedraft.cli.validate import main as validate_main
 from minedraft.latency import Affine
 
 ROOT = Path(__file__).resolve().parents[1]
 H200 = ROOT / "docs/measurements/2026-11-23-h200-ar-sd"
+
+
+def _validate(args, capsys):
+    return invoke(validate_main, args, capsys)
 
 
 def test_step_fit_recovers_known_lines():
@@ -57,15 +61,6 @@ def test_step_fit_finds_the_knee():
     assert got.per_token_s == pytest.approx(2e-5, rel=0.15)
     for b in (4, 100, 256):
         assert got.forward_time(b, 1, 300) == pytest.approx(target.forward_time(b, 1, 300), rel=0.05)
-
-
-def _validate(args, capsys):
-    try:
-        code = run_cli(validate_main, args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.skipif(not H200.is_dir(), reason="committed measurements absent")
