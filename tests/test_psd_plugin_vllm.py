@@ -447,12 +447,12 @@ def test_cli_runs_psd_and_pearl_with_synthetic_acceptance_on_cpu(tmp_path):
 
 # ------------------------------------------------------------------------- the GPU benchmark
 def test_one_gpu_benchmark_script_runs_its_grid_on_cpu(tmp_path):
-    """benchmarks/gpu_psd_onegpu.py (meant for one GPU), smoke-run here: one child per engine, JSON lines."""
+    """benchmarks/gpu_psd.py (meant for one GPU), smoke-run here: one child per engine, JSON lines."""
     d = tmp_path / "tiny"
     d.mkdir()
     (d / "config.json").write_text(json.dumps(tiny_qwen3_config()))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, os.path.join(root, "benchmarks", "gpu_psd_onegpu.py"), "--pairs", f"{d}:{d}",
+    cmd = [sys.executable, os.path.join(root, "benchmarks", "gpu_psd.py"), "--pairs", f"{d}:{d}",
            "--modes", "ar,psd", "--ks", "2", "--max-num-seqs", "2,4", "--alphas", "0.7", "--input-len", "16",
            "--output-len", "16", "--waves", "2", "--kv-cache-memory-gib", "0.03", "--warmup", "1",
            "--trace-dir", str(tmp_path / "traces")]

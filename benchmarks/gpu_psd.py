@@ -1,9 +1,14 @@
-"""PSD with the drafter sharing the target's GPU, against vLLM's SD and AR, on one GPU: issue 8, item 4.
+"""PSD (and PEARL) in vLLM against vLLM's SD and AR on one or two GPUs: issue 8 item 4, issue 10.
 
 Grid (defaults): target Qwen3-8B with Qwen3-0.6B, and Qwen3-32B with Qwen3-0.6B / 1.7B (``--pairs``);
 k in {1, 3, 5}; max_num_seqs (batch) 16 and 64; synthetic geometric acceptance α in {0.6, 0.8}; PSD in
 both capacity modes (``double``: each half holds max_num_seqs, the published basis; ``split``: halves
 share it, equal concurrency with SD). Dummy weights (presets), prompts of token ids, offline waves.
+
+Where the drafter runs (``--drafter-device``): ``same`` shares the target's GPU (issue 8 item 4: the
+overlap then competes for the GPU); ``cuda:1`` puts it alone on the second visible GPU (issue 10: the
+published layout at TP 1). vLLM's SD and AR always run on the first visible GPU; pin one-GPU jobs to a
+GPU with ``CUDA_VISIBLE_DEVICES`` to run two of them side by side on a two-GPU machine.
 
 **One engine per process** (an in-process engine does not hand all its GPU memory back when dropped;
 seen on the H200): the parent starts one child per engine, each prints its own JSON lines. Engines:
@@ -12,24 +17,25 @@ seen on the H200): the parent starts one child per engine, each prints its own J
 - ``sd``: one per (target, drafter, k): vLLM's ``draft_model`` SD, drafter on the target's GPU,
   acceptance from vLLM's synthetic mode (``synthetic_acceptance_rates``, changed in place per α);
 - ``psd`` (and ``pearl`` with ``--modes``): one per (target, drafter, k): minedraft's plugin with the
-  drafter in its own process on the *same* GPU (``drafter_device="same"``), acceptance from the plugin's
-  synthetic mode (changed between runs per α), capacity mode switched between runs.
+  drafter in its own process on ``--drafter-device``, acceptance from the plugin's synthetic mode
+  (changed between runs per α), capacity mode switched between runs.
 
 Inside an engine, α, max_num_seqs and PSD's capacity mode change between runs without a restart (the
-engine is started with the largest max_num_seqs). Memory on one GPU: the PSD target takes
-``--psd-target-gpu-memory-utilization`` of the GPU and the drafter process ``--drafter-gpu-memory-utilization``
-(the rest stays free for the two CUDA contexts); AR and SD take ``--gpu-memory-utilization``.
+engine is started with the largest max_num_seqs). Memory: AR and SD take ``--gpu-memory-utilization``;
+a PSD target sharing its GPU takes ``--psd-target-gpu-memory-utilization`` and its drafter
+``--drafter-gpu-memory-utilization`` (the rest stays free for the two CUDA contexts); a PSD target with
+the drafter elsewhere takes ``--gpu-memory-utilization`` and the drafter 0.9 of its own GPU.
 
 Every finished run prints ``{"kind": "result", ...}`` with the simulator's ``RESULT_KEYS``, vLLM's
 spec-decode counts, the engine facts and, for PSD/PEARL, ``overlap``: per-step target time, drafter op
 time, their overlap and the transfer sizes/latencies read from the trace (what the simulator needs to
 model the sharing). ``--trace-dir`` writes each run's trace; ``--deadline-s`` stops starting work in time.
 
-Meant for a lent one-GPU machine with vLLM 0.26.0 (``../shared/tools/gpu-vllm``), from the repo root:
-``python3 benchmarks/gpu_psd_onegpu.py --pairs qwen3-8b:qwen3-0.6b --ks 1,3,5 --trace-dir $OUT``.
-It needs no install of minedraft beyond the repo on disk, but the drafter process imports
-``minedraft.executor.psd.drafter``: the script puts the repo on ``PYTHONPATH`` for its children.
-Not run in CI (it needs a GPU); ``--help`` runs anywhere.
+Meant for a lent GPU machine with vLLM 0.26.0 (``../shared/tools/gpu-vllm``), from the repo root:
+``python3 benchmarks/gpu_psd.py --pairs qwen3-8b:qwen3-0.6b --ks 1,3,5 --trace-dir $OUT``.
+It needs no install of minedraft beyond the repo on disk (the drafter process is handed the same
+package path). Not run in CI (it needs a GPU); ``--help`` runs anywhere, and the vLLM tests smoke-run
+it on the CPU build.
 """
 
 from __future__ import annotations
@@ -69,11 +75,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-len", type=int, default=256)
     p.add_argument("--output-len", type=int, default=256)
     p.add_argument("--waves", type=int, default=4, help="num_prompts = waves x capacity (offline)")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="AR and SD engines")
+    p.add_argument("--drafter-device", default="same",
+                   help="PSD/PEARL drafter: same (the target's GPU) | cuda:N (the N-th visible GPU, alone)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85,
+                   help="AR and SD engines, and a PSD/PEARL target whose drafter is on another GPU")
     p.add_argument("--psd-target-gpu-memory-utilization", type=float, default=0.70,
-                   help="PSD/PEARL target (the drafter process shares the GPU)")
+                   help="PSD/PEARL target sharing its GPU with the drafter process")
     p.add_argument("--drafter-gpu-memory-utilization", type=float, default=0.15,
-                   help="PSD/PEARL drafter process on the same GPU")
+                   help="PSD/PEARL drafter process sharing the target's GPU")
     p.add_argument("--kv-cache-memory-gib", type=float, default=None,
                    help="KV cache size instead of a memory fraction (the CPU build needs it: smoke tests)")
     p.add_argument("--max-num-batched-tokens", type=int, default=2048,
@@ -187,7 +196,8 @@ def child(a: argparse.Namespace) -> int:
     if draft is not None:
         check_pair(target, draft)
     max_len = a.input_len + a.output_len + 2 * k + 8
-    labels = {"policy": mode, "target": job["target"], "draft": job["draft"], "k": k}
+    labels = {"policy": mode, "target": job["target"], "draft": job["draft"], "k": k,
+              "drafter_device": a.drafter_device if mode in ("psd", "pearl") else None}
     info = {"kind": "setup", "vllm": compat.vllm_version(), **labels}
     try:
         import torch
@@ -201,18 +211,19 @@ def child(a: argparse.Namespace) -> int:
         Path(a.trace_dir).mkdir(parents=True, exist_ok=True)
 
     plugin = mode in ("psd", "pearl")
+    shared = a.drafter_device == "same"
     curve0 = AcceptanceCurve.geometric(alphas[0], max(k + 1, 2)) if alphas[0] is not None else None
     kv_bytes = int(a.kv_cache_memory_gib * (1 << 30)) if a.kv_cache_memory_gib else None
     spec = EngineSpec(
         target, draft if mode != "ar" else None, k, max_num_seqs=mns_list[-1], max_model_len=max_len,
         kv_cache_memory_bytes=kv_bytes,
         gpu_memory_utilization=None if kv_bytes else
-        a.psd_target_gpu_memory_utilization if plugin else a.gpu_memory_utilization,
+        a.psd_target_gpu_memory_utilization if plugin and shared else a.gpu_memory_utilization,
         max_num_batched_tokens=a.max_num_batched_tokens or None, seed=a.seed,
         enforce_eager=True if a.enforce_eager else None,
         synthetic_rates=curve0.vllm_rates(k) if mode == "sd" else None,
-        plugin={"mode": mode, "drafter_device": "same", "accept_curve": curve0.to_json(),
-                "drafter_gpu_memory_utilization": None if kv_bytes else a.drafter_gpu_memory_utilization,
+        plugin={"mode": mode, "drafter_device": a.drafter_device, "accept_curve": curve0.to_json(),
+                "drafter_gpu_memory_utilization": None if kv_bytes or not shared else a.drafter_gpu_memory_utilization,
                 "drafter_kv_cache_memory_bytes": kv_bytes,
                 "psd_capacity": capacities[0] if mode == "psd" else "double"} if plugin else None)
     if not clock.left(a.engine_start_s):
@@ -248,7 +259,7 @@ def child(a: argparse.Namespace) -> int:
                     if a.trace_dir:
                         name = "_".join(f"{key}-{Path(str(v)).name}" for key, v in run_labels.items()
                                         if v is not None) + ".jsonl"
-                        writer = TraceWriter(Path(a.trace_dir) / name.replace("/", "_"))
+                        writer = TraceWriter(Path(a.trace_dir) / name.replace("/", "_").replace(":", ""))
 
                     def sink(rec: dict, writer=writer, records=records) -> None:
                         records.append(rec)
@@ -257,8 +268,8 @@ def child(a: argparse.Namespace) -> int:
 
                     t = time.monotonic()
                     res = run_policy(eng, mode, req, sink, online=False, seed=a.seed,
-                                     header_config={"benchmark": "gpu_psd_onegpu", **run_labels},
-                                     num_gpus=1)
+                                     header_config={"benchmark": "gpu_psd", **run_labels},
+                                     num_gpus=1 if not plugin or shared else 2)
                     if writer is not None:
                         writer.close()
                     m = policy_metrics(records, mode, res, False, eng)
