@@ -3,7 +3,8 @@
 A run is a trace written by ``minedraft-exec`` (or ``benchmarks/gpu_ar_sd.py``): its request records give
 the actual prompt and output lengths and arrival times; its header the policy, k, max_num_seqs, the token
 budget and the synthetic acceptance (or, without one, the acceptance the run measured per position).
-vLLM V1 schedules with chunked prefill, so the replay runs the policy with ``prefill_mode="chunked"``.
+vLLM V1 schedules AR and SD with chunked prefill, so those replay with ``prefill_mode="chunked"``; PSD and
+PEARL runs (minedraft's plugin) run prefill-only steps and one vLLM batch per half, as their policies do.
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
             require(bool(m.all()), "run", "trace has no per-position acceptance to replay", name)
             rates = np.minimum.accumulate(trace.pos_accepted[:k] / trace.pos_drafts[:k])
             curve = AcceptanceCurve(tuple(rates.tolist()), source="measured per position")
+    plugin = policy in ("psd", "pearl")  # minedraft's vLLM plugin: prefill-only steps, one batch per half
     pcfg = PolicyConfig(max_num_seqs=int(cfg.get("max_num_seqs") or ex.get("max_num_seqs")),
                         num_speculative_tokens=max(k, 1),
                         max_num_batched_tokens=int(ex.get("max_num_batched_tokens") or 2048),
-                        prefill_mode="chunked")
+                        prefill_mode="separate" if plugin else "chunked",
+                        psd_capacity=cfg.get("psd_capacity") or "double", psd_limit_halves=plugin)
     return MeasuredRun(name, policy, str(cfg.get("target")), cfg.get("draft"), k, cfg.get("alpha"), requests, pcfg,
                        curve, trace, header)
 

@@ -195,9 +195,8 @@ def _drive(policy, rng, n_requests, eos_p=0.1):
 @pytest.mark.parametrize("cls", [PSD, PEARL])
 def test_a_live_driver_with_early_ends_leaves_nothing_behind(cls):
     rng = np.random.default_rng(3)
-    p = cls(PolicyConfig(max_num_seqs=4, num_speculative_tokens=3, kv_capacity_tokens=2000), EMPTY, EMPTY)
-    if cls is PSD:
-        p.limit_halves = True
+    p = cls(PolicyConfig(max_num_seqs=4, num_speculative_tokens=3, kv_capacity_tokens=2000,
+                         psd_limit_halves=cls is PSD), EMPTY, EMPTY)
     finished, dropped, steps = _drive(p, rng, 60)
     assert steps < 10_000 and p.idle
     assert finished | dropped == set(range(len(p.prompt_len))) and not finished & dropped
@@ -206,11 +205,8 @@ def test_a_live_driver_with_early_ends_leaves_nothing_behind(cls):
 
 
 def test_psd_halves_stay_within_one_batch_when_limited():
-    cfg = PolicyConfig(max_num_seqs=4, num_speculative_tokens=2)
-
     def burst(limit):
-        p = PSD(cfg, EMPTY, EMPTY)
-        p.limit_halves = limit
+        p = PSD(PolicyConfig(max_num_seqs=4, num_speculative_tokens=2, psd_limit_halves=limit), EMPTY, EMPTY)
         p.arrive(p.add_requests([8], [50]))
         for op in p.next_ops(frozenset({"target", "draft"})):
             p.on_done(op, OpResult())

@@ -115,10 +115,8 @@ class PSDScheduler(Scheduler):
                              "max_num_seqs")
         pcfg = PolicyConfig(max_num_seqs=m, num_speculative_tokens=self.k, k_schedule=self.psd.k_schedule,
                             psd_capacity=psd_capacity, max_num_batched_tokens=int(self.max_num_scheduled_tokens),
-                            kv_capacity_tokens=kv_tokens)
+                            kv_capacity_tokens=kv_tokens, psd_limit_halves=True)  # a half is one vLLM batch
         self.policy = (PEARL if self.pearl else PSD)(pcfg, EMPTY, EMPTY)
-        if not self.pearl:
-            self.policy.limit_halves = True  # a half is one vLLM batch: at most max_num_seqs rows
         self.psd_capacity = psd_capacity
         self.kv_tokens = kv_tokens
 

@@ -32,6 +32,9 @@ class PolicyConfig:
     k_schedule: tuple[tuple[int, int, int], ...] | None = _help(
         "vLLM's num_speculative_tokens_per_batch_size: inclusive (start, end, k) batch-size ranges", None)
     psd_capacity: str = _help("double: each PSD half holds max_num_seqs (published); split: halves share it", "double")
+    psd_limit_halves: bool = _help("PSD: each half is one engine batch of at most max_num_seqs rows; newcomers that "
+                                   "would overflow the just-verified half join the other (a live vLLM engine: the "
+                                   "plugin sets it). Off: a burst may grow one half beyond its share", False)
     sd_drafter: str = _help("where SD's drafter runs: shared (the target's GPUs, as vLLM) or own (a GPU of its own)",
                             "shared")
     tetris_extra: int = _help("TETRIS extra proposals e (0 = off): draft k+e, verify a budget of the best prefixes", 0)
@@ -47,6 +50,8 @@ class PolicyConfig:
         _int_in(self.max_num_seqs, "max_num_seqs", 1, 1 << 20)
         _int_in(self.num_speculative_tokens, "num_speculative_tokens", 1, 64)
         require(self.psd_capacity in ("double", "split"), "psd_capacity", "must be double or split", self.psd_capacity)
+        require(isinstance(self.psd_limit_halves, bool), "psd_limit_halves", "must be true or false",
+                self.psd_limit_halves)
         require(self.sd_drafter in ("shared", "own"), "sd_drafter", "must be shared or own", self.sd_drafter)
         require(self.prefill_mode in ("separate", "chunked"), "prefill_mode", "must be separate or chunked",
                 self.prefill_mode)

@@ -88,16 +88,11 @@ class PSD(Lockstep):
             self.step_drafted = d
         return ops
 
-    #: A live engine runs each half as one batch of at most ``half_capacity`` rows (vLLM's max_num_seqs):
-    #: set True there, and newcomers that would overflow the just-verified half join the other one. The
-    #: simulator leaves it False (a burst may then grow one half beyond its share, as the policy always did).
-    limit_halves = False
-
     def _assign_halves(self, n: int) -> np.ndarray:
         if self.warm:  # join the half that was just verified: the one not holding drafts
             target = 1 - self.ready if self.ready is not None else self._smaller_half()
             out = np.full(n, target, dtype=np.int64)
-            if self.limit_halves:
+            if self.cfg.psd_limit_halves:  # a live engine: each half is one batch of <= half_capacity rows
                 room = max(0, self.half_capacity - len(self.halves[target]))
                 out[room:] = 1 - target
             return out
