@@ -37,29 +37,37 @@ class StepCosts:
     draft: LatencyModel | None = None
     step_overhead_s: float = 0.0
     transfer_s: float = 0.0
+    drafter_op_s: float = 0.0
+    verify_swap_s: float = 0.0
+    shared_gpu_slowdown: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in ("step_overhead_s", "transfer_s"):
+        for f in ("step_overhead_s", "transfer_s", "drafter_op_s", "verify_swap_s", "shared_gpu_slowdown"):
             v = getattr(self, f)
             require(math.isfinite(v) and v >= 0, f, "must be a finite time >= 0", v)
 
     def op_time(self, kind: str, batch: int, k: float = 0, context_len: float = 0.0, prompt_len: float = 0.0,
-                cross_device: bool = False, chunk_tokens: int = 0) -> float:
+                cross_device: bool = False, chunk_tokens: int = 0, own_process: bool = False,
+                swap: bool = False) -> float:
         """Seconds of GPU work for an op of ``kind`` over ``batch`` requests (step overhead excluded).
 
         ``k``: draft tokens per request (mean verify length for a TETRIS verify); ``context_len``: mean
         cached tokens per request; ``prompt_len``: mean prompt length (prefills);
         ``cross_device``: the drafter runs on a GPU of its own (transfers apply); ``chunk_tokens``:
         prompt tokens riding in the same forward (vLLM V1's chunked prefill), charged at
-        :meth:`LatencyModel.chunk_time` (for the drafter too: its first forward covers them).
+        :meth:`LatencyModel.chunk_time` (for the drafter too: its first forward covers them);
+        ``own_process``: the drafter runs in a process of its own (``drafter_op_s`` per draft op);
+        ``swap``: this verify's batch is not the previous step's (``verify_swap_s``).
         """
         transfer = self.transfer_s if cross_device else 0.0
         if kind == VERIFY:
             extra = self.target.chunk_time(chunk_tokens) if chunk_tokens else 0.0
+            extra += self.verify_swap_s if swap else 0.0
             return self.target.forward_time(batch, k + 1, context_len) + extra + transfer
         if kind == DRAFT:
             d = self._drafter()
             extra = d.chunk_time(chunk_tokens) if chunk_tokens else 0.0
+            extra += self.drafter_op_s if own_process else 0.0
             if batch == 0:
                 return extra + transfer
             first = d.forward_time(batch, k + 1, context_len)

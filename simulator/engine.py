@@ -49,6 +49,10 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
     rng = np.random.default_rng([seed, 7])
     alphas = curve.request_alphas(np.random.default_rng([seed, 11]), n) if curve is not None else None
     cross = policy.uses_own_drafter_gpu()
+    own_process = cross or policy_name in ("psd", "pearl")  # a drafter process of its own (drafter_op_s)
+    # PSD/PEARL with the drafter on the target's GPU: ops started together time-share it
+    shared = policy.speculative and not cross and policy_name in ("psd", "pearl") and costs.shared_gpu_slowdown > 0
+    last_verify = {"batch": None}
     rec = TraceRecorder(n, details=details)
     arrival = requests.arrival
     prompt_len = requests.prompt_len
@@ -75,16 +79,20 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
             return costs.op_time(op.kind, b, prompt_len=prompt)
         ctx = float(prompt_len[reqs].mean() + policy.generated[reqs].mean()) if b else 0.0
         k = float(op.lengths.mean()) if (op.kind == VERIFY and op.lengths is not None) else op.k + op.extra_forwards
+        swap = False
+        if op.kind == VERIFY and policy_name == "psd":
+            swap = last_verify["batch"] is not None and last_verify["batch"] != op.batch_id
+            last_verify["batch"] = op.batch_id
         return costs.op_time(op.kind, b, k=k, context_len=ctx, cross_device=cross and op.kind in (DRAFT, VERIFY),
-                             chunk_tokens=op.chunk_tokens)
+                             chunk_tokens=op.chunk_tokens, own_process=own_process, swap=swap)
 
-    def start(op: Op) -> None:
+    def start(op: Op, stretch: float = 1.0) -> None:
         if op.resource not in free:
             raise AssertionError(f"{policy_name} started {op.kind} on busy resource {op.resource}")
         free.discard(op.resource)
         overhead = costs.step_overhead_s if op.new_step else 0.0
         t0 = env.now + overhead
-        t1 = t0 + duration(op)
+        t1 = t0 + duration(op) * stretch
         ev = env.timeout(t1 - env.now, value=_Running(op, t0, t1))
         ev.callbacks.append(finished_op)
 
@@ -107,8 +115,9 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
                 policy.arrive(range(i, j))
                 i = j
             ops = policy.next_ops(frozenset(free))
+            together = shared and {op.resource for op in ops} == set(RESOURCES)
             for op in ops:
-                start(op)
+                start(op, 1.0 + costs.shared_gpu_slowdown if together else 1.0)
             in_flight += len(ops)
             if in_flight == 0 and i >= n:
                 if not policy.idle:

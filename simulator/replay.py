@@ -74,9 +74,16 @@ def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
                         num_speculative_tokens=max(k, 1),
                         max_num_batched_tokens=int(ex.get("max_num_batched_tokens") or 2048),
                         prefill_mode="separate" if plugin else "chunked",
-                        psd_capacity=cfg.get("psd_capacity") or "double", psd_limit_halves=plugin)
+                        psd_capacity=cfg.get("psd_capacity") or "double", psd_limit_halves=plugin,
+                        psd_drafter="shared" if plugin and drafter_device(cfg) == "same" else "own")
     return MeasuredRun(name, policy, str(cfg.get("target")), cfg.get("draft"), k, cfg.get("alpha"), requests, pcfg,
                        curve, trace, header)
+
+
+def drafter_device(cfg: dict) -> str | None:
+    """Where a plugin run's drafter ran: "same" (the target's GPU), "cuda:N", "cpu" (None: not recorded)."""
+    plugin = ((cfg.get("executor") or {}).get("plugin") or {})
+    return cfg.get("drafter_device") or (plugin.get("drafter") or {}).get("device_requested")
 
 
 def replay(run: MeasuredRun, costs: StepCosts, seed: int = 0) -> Trace:

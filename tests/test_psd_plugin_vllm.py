@@ -258,9 +258,9 @@ def test_psd_online_arrivals_stop_tokens_and_aborts(greedy_runs, psd_engine):
             want = want[: want.index(stop) + 1]
         assert got[f"s{i}"] == want, i
     assert any(stop in ar[i % len(req)][:-1] for i in range(n) if i not in (1, 10))  # some ended early
-    assert not sched.held and not sched.req_of and sched.policy.idle and sched.fallback is None
+    assert not sched.held and not sched.req_of and sched.plan.idle and sched.fallback is None
     # every request the policy admitted finished (or was dropped as finished); s10 left before admission
-    assert sched.policy.num_finished == len(sched.policy.prompt_len) - 1 and sched.policy.kv_used == 0
+    assert sched.plan.num_finished == len(sched.plan.prompt_len) - 1 and sched.plan.kv_used == 0
     psd_engine._drain()
 
 

@@ -116,14 +116,16 @@ class PSDScheduler(Scheduler):
         pcfg = PolicyConfig(max_num_seqs=m, num_speculative_tokens=self.k, k_schedule=self.psd.k_schedule,
                             psd_capacity=psd_capacity, max_num_batched_tokens=int(self.max_num_scheduled_tokens),
                             kv_capacity_tokens=kv_tokens, psd_limit_halves=True)  # a half is one vLLM batch
-        self.policy = (PEARL if self.pearl else PSD)(pcfg, EMPTY, EMPTY)
+        # the policy object is ``plan``: vLLM's Scheduler owns ``self.policy`` (its FCFS/priority queue policy,
+        # read by schedule() in 0.26; overwriting it broke the first GPU run)
+        self.plan = (PEARL if self.pearl else PSD)(pcfg, EMPTY, EMPTY)
         self.psd_capacity = psd_capacity
         self.kv_tokens = kv_tokens
 
     def _update_facts(self) -> None:
         self.facts.update({"psd_capacity": None if self.pearl else self.psd_capacity, "capacity": self.capacity,
                            "half_capacity": None if self.pearl else self.half_capacity,
-                           "max_num_seqs": int(self.policy.cfg.max_num_seqs), "kv_capacity_tokens": self.kv_tokens,
+                           "max_num_seqs": int(self.plan.cfg.max_num_seqs), "kv_capacity_tokens": self.kv_tokens,
                            "synthetic_acceptance": self.curve.to_json() if self.curve is not None else None})
 
     # --------------------------------------------------------------- knobs between runs (idle only)
@@ -131,7 +133,7 @@ class PSDScheduler(Scheduler):
         """A new policy for the next run (idle engine only): max_num_seqs up to the engine's, PSD capacity."""
         if self.held or self.running or self.waiting or self.step is not None:
             raise RuntimeError("reconfigure the PSD/PEARL policy only while the engine is idle")
-        m = int(max_num_seqs or self.policy.cfg.max_num_seqs)
+        m = int(max_num_seqs or self.plan.cfg.max_num_seqs)
         if not 1 <= m <= self.engine_max_num_seqs:
             raise ValueError(f"max_num_seqs must be in [1, {self.engine_max_num_seqs}] for this engine; got {m}")
         cap = psd_capacity or self.psd_capacity
@@ -198,11 +200,11 @@ class PSDScheduler(Scheduler):
         if request.request_id in self.pid_of or self.fallback is not None:
             super().add_request(request)  # a streaming continuation, or no more speculation: vLLM's own path
             return
-        pid = int(self.policy.add_requests([request.num_prompt_tokens], [compat.request_max_tokens(request)])[0])
+        pid = int(self.plan.add_requests([request.num_prompt_tokens], [compat.request_max_tokens(request)])[0])
         self.pid_of[request.request_id] = pid
         self.req_of[pid] = request
         self.held[pid] = request
-        self.policy.arrive([pid])
+        self.plan.arrive([pid])
 
     def finish_requests(self, request_ids, finished_status):
         if request_ids is None:
@@ -218,7 +220,7 @@ class PSDScheduler(Scheduler):
             req = self.held.pop(pid, None)
             if req is not None:  # never admitted: vLLM does not know it yet
                 req.status = finished_status
-                self.policy.drop([pid])
+                self.plan.drop([pid])
                 self._forget(pid)
             else:
                 self.to_drop.add(pid)
@@ -290,7 +292,7 @@ class PSDScheduler(Scheduler):
             self.running = self.running + hidden
 
     def _start_step(self) -> None:
-        ops = self.next_ops if self.next_ops is not None else self.policy.next_ops(BOTH)
+        ops = self.next_ops if self.next_ops is not None else self.plan.next_ops(BOTH)
         self.next_ops = None
         target = next((o for o in ops if o.resource == TARGET), None)
         draft = next((o for o in ops if o.resource == DRAFTER), None)
@@ -376,13 +378,13 @@ class PSDScheduler(Scheduler):
                 for i, pid in enumerate(st.draft.reqs.tolist()):
                     self.book.drafted(pid, st.draft_start[pid], drafts[i].tolist(), self.pearl, st.assumed[pid])
         if st.target is not None:
-            self.policy.on_done(st.target, self._target_result(st, sampled))
+            self.plan.on_done(st.target, self._target_result(st, sampled))
         if st.draft is not None:
-            self.policy.on_done(st.draft, OpResult())
+            self.plan.on_done(st.draft, OpResult())
         self._apply_drops()
         # ops of the same engine step (the drafter's prefill after the target's): run them now
         while True:
-            ops = self.policy.next_ops(BOTH)
+            ops = self.plan.next_ops(BOTH)
             if not ops or ops[0].new_step:
                 self.next_ops = ops or None
                 break
@@ -392,7 +394,7 @@ class PSDScheduler(Scheduler):
                 self._send_draft(op)
                 _, info = self.drafter.result()
                 st.draft_info.append(self._draft_record(op, info))
-                self.policy.on_done(op, OpResult())
+                self.plan.on_done(op, OpResult())
             self._apply_drops()
         self.step = None
 
@@ -432,7 +434,7 @@ class PSDScheduler(Scheduler):
             if req.is_finished() or pid in self.to_drop:
                 self.to_drop.add(pid)
         if self.to_drop:
-            self.policy.drop(sorted(self.to_drop))
+            self.plan.drop(sorted(self.to_drop))
             for pid in self.to_drop:
                 self._forget(pid)
             self.to_drop.clear()

@@ -296,6 +296,53 @@ def run_latency(a: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+# ============================================================================ plugin
+def add_plugin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("traces", nargs="*", help="measured PSD plugin traces (benchmarks/gpu_psd.py)")
+    p.add_argument("--from", dest="folder", default=None,
+                   help="a measurements folder: every trace in it (*.jsonl, traces_*.tgz)")
+    p.add_argument("--gpu", required=True, help="the GPU the traces were measured on")
+    p.add_argument("--profile-dir", default=None,
+                   help="step models to fit against (default: the ones shipped for --gpu)")
+    p.add_argument("--hold-out", default="",
+                   help="comma list of run-name patterns kept out of the fit and used to report its error")
+    p.add_argument("--out", required=True, help="folder to write plugin.json to (beside the step models)")
+
+
+def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
+    """Fit the PSD plugin's own costs (drafter op, half swap, GPU sharing) to measured plugin runs."""
+    import numpy as np
+
+    from minedraft.calibration.plugin import fit_plugin_costs, save
+    from minedraft.calibration.steps import PROFILES
+    from minedraft.cli.validate import costs_for, validate
+    from minedraft.trace import load_runs
+
+    out = Path(a.out)
+    require(not out.is_file(), "--out", "must be a folder (it is created if missing)", a.out)
+    models = Path(a.profile_dir) if a.profile_dir else PROFILES / a.gpu.lower()
+    flag = "--profile-dir" if a.profile_dir else "--gpu"
+    require(models.is_dir(), flag, "must name a folder of step models", a.profile_dir or a.gpu)
+    runs = {n: r for n, r in load_runs(a.traces, a.folder, "--from").items() if n.startswith("policy-psd")}
+    held = [p for p in a.hold_out.split(",") if p]
+    train = {n: r for n, r in runs.items() if not any(h in n for h in held)}
+    test = {n: r for n, r in runs.items() if any(h in n for h in held)}
+    prov = {"command": "minedraft-calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "step_models": str(models), "runs": sorted(train), "held_out": sorted(test)}
+    fit = fit_plugin_costs(train, lambda t, d: costs_for(models, t, d, flag), a.gpu.lower(), prov)
+    path = save(fit, out)
+    console = common_console()
+    console.print(f"plugin costs from {len(train)} runs: drafter op {fit['drafter_op_s'] * 1e3:.2f} ms, half swap "
+                  f"{fit['verify_swap_s'] * 1e3:.2f} ms, shared-GPU slowdown {fit['shared_gpu_slowdown']:+.1%}; "
+                  f"wrote {path}")
+    if test:
+        err = [abs(r["predicted"]["output_throughput"] / r["measured"]["output_throughput"] - 1)
+               for r in (validate(n, recs, models, flag, 0, plugin=out) for n, recs in sorted(test.items()))]
+        console.print(f"held out {len(test)} runs: output throughput |error| median {np.median(err):.1%}, "
+                      f"worst {max(err):.1%}")
+    return 0
+
+
 def common_console():
     from minedraft.report import console
 
@@ -307,6 +354,8 @@ SUBCOMMANDS = {
                    "acceptance curve with confidence intervals from vLLM metrics, a trace or a model pair"),
     "latency": (add_latency_args, run_latency,
                 "fit step models to measured vLLM steps and report their error on held-out runs"),
+    "plugin": (add_plugin_args, run_plugin,
+               "fit the PSD plugin's own costs (drafter op, half swap, GPU sharing) to measured plugin runs"),
 }
 
 

@@ -90,6 +90,11 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
                    help="k by batch size, vLLM's form: '[[1,16,5],[17,64,3]]' or '1-16:5,17-64:3'")
     g.add_argument("--psd-capacity", default="double", help="double (published: 2x max_num_seqs) | split")
     g.add_argument("--sd-drafter", default="shared", help="SD drafter placement: shared (target GPU) | own")
+    g.add_argument("--psd-drafter", default="own", help="PSD/PEARL drafter placement: own (published) | shared "
+                   "(time-shares the target's GPU)")
+    g.add_argument("--shared-gpu-slowdown", default=None,
+                   help="with --psd-drafter shared: overlapping target and drafter ops take (1 + S) x as long "
+                        "(default: measured on H200 with minedraft's plugin)")
     g.add_argument("--tetris-extra-proposals", default="0", help="TETRIS e on sd/psd (0 = off)")
     g.add_argument("--tetris-capacity", default="0", help="TETRIS verify budget per full batch (0 = k x batch)")
 
@@ -204,6 +209,7 @@ def policy_config(a: argparse.Namespace) -> PolicyConfig:
         k_schedule=sched,
         psd_capacity=as_choice(a.psd_capacity, "--psd-capacity", ("double", "split")),
         sd_drafter=as_choice(a.sd_drafter, "--sd-drafter", ("shared", "own")),
+        psd_drafter=as_choice(a.psd_drafter, "--psd-drafter", ("own", "shared")),
         tetris_extra=as_int(a.tetris_extra_proposals, "--tetris-extra-proposals", 0, 16),
         tetris_capacity=as_int(a.tetris_capacity, "--tetris-capacity", 0, 1 << 30),
         max_num_batched_tokens=as_int(mbt, "--max-num-batched-tokens", 1, 1 << 30) if mbt else None,
@@ -306,7 +312,19 @@ def step_costs(a: argparse.Namespace, needs_drafter: bool) -> tuple[StepCosts, i
                  "gpu": gpu.key, "target": a.target, "draft": a.draft}
     info["target_latency"] = target.label
     info["draft_latency"] = draft.label if draft is not None else None
-    return StepCosts(target, draft, step_overhead_s=overhead, transfer_s=transfer), tp, info
+    slowdown = 0.0
+    if getattr(a, "psd_drafter", "own") == "shared":
+        if getattr(a, "shared_gpu_slowdown", None) is None:
+            from minedraft.calibration.plugin import load_plugin_costs
+            from minedraft.calibration.steps import PROFILES
+
+            slowdown = load_plugin_costs(PROFILES / "h200")["shared_gpu_slowdown"]
+            info["shared_gpu_slowdown"] = f"{slowdown:.3f} (measured on H200, minedraft's plugin)"
+        else:
+            slowdown = as_float(a.shared_gpu_slowdown, "--shared-gpu-slowdown", 0.0, 10.0)
+            info["shared_gpu_slowdown"] = f"{slowdown:.3f} (given)"
+    return StepCosts(target, draft, step_overhead_s=overhead, transfer_s=transfer,
+                     shared_gpu_slowdown=slowdown), tp, info
 
 
 def load_latency(path: str, flag: str) -> LatencyModel:

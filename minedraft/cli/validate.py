@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from minedraft.calibration.plugin import with_plugin_costs
 from minedraft.calibration.steps import PROFILES, draft_key, load_step_model
 from minedraft.cli import common
 from minedraft.costs import StepCosts
@@ -49,7 +50,8 @@ def step_models(a: argparse.Namespace) -> Path:
     return folder
 
 
-def costs_for(folder: Path, target: str, draft: str | None, flag: str) -> StepCosts:
+def costs_for(folder: Path, target: str, draft: str | None, flag: str, plugin: Path | None = None) -> StepCosts:
+    """The step models in ``folder``; with ``plugin`` (a PSD/PEARL run), also the plugin costs fitted there."""
     t = folder / f"{target}.json"
     require(t.is_file(), flag, f"has no step model for target {target} ({t.name})", str(folder))
     target_model, _ = load_step_model(t, flag)
@@ -58,17 +60,21 @@ def costs_for(folder: Path, target: str, draft: str | None, flag: str) -> StepCo
         d = folder / f"{draft_key(draft, target)}.json"
         require(d.is_file(), flag, f"has no step model for drafter {draft} with {target} ({d.name})", str(folder))
         draft_model, _ = load_step_model(d, flag)
-    return StepCosts(target_model, draft_model)
+    costs = StepCosts(target_model, draft_model)
+    return with_plugin_costs(costs, plugin, flag) if plugin is not None else costs
 
 
-def validate(name: str, records: list[dict], folder: Path, flag: str, seed: int) -> dict:
+def validate(name: str, records: list[dict], folder: Path, flag: str, seed: int, plugin: Path | None = None) -> dict:
+    """Replay one measured run with the step models in ``folder`` (plugin costs from ``plugin``, else ``folder``)."""
     run = measured_run(records, name)
-    costs = costs_for(folder, run.target, run.draft, flag)
+    costs = costs_for(folder, run.target, run.draft, flag,
+                      plugin=(plugin or folder) if run.policy in ("psd", "pearl") else None)
     predicted_trace = replay(run, costs, seed=seed)
     measured, predicted = compute_metrics(run.trace), compute_metrics(predicted_trace)
     ms, ps = step_times(run.trace), step_times(predicted_trace)
     return {"name": name, "policy": run.policy, "target": run.target, "draft": run.draft, "k": run.k,
-            "alpha": run.alpha, "max_num_seqs": run.cfg.max_num_seqs, "measured": measured, "predicted": predicted,
+            "alpha": run.alpha, "max_num_seqs": run.cfg.max_num_seqs, "psd_capacity": run.cfg.psd_capacity,
+            "psd_drafter": run.cfg.psd_drafter, "measured": measured, "predicted": predicted,
             "rows": compare(measured, predicted, ms, ps), "_steps": (ms, ps)}
 
 

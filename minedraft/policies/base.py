@@ -35,6 +35,8 @@ class PolicyConfig:
     psd_limit_halves: bool = _help("PSD: each half is one engine batch of at most max_num_seqs rows; newcomers that "
                                    "would overflow the just-verified half join the other (a live vLLM engine: the "
                                    "plugin sets it). Off: a burst may grow one half beyond its share", False)
+    psd_drafter: str = _help("where PSD's and PEARL's drafter runs: own (a GPU of its own, published) or shared "
+                             "(the target's GPU, time-shared: the plugin's one-GPU layout)", "own")
     sd_drafter: str = _help("where SD's drafter runs: shared (the target's GPUs, as vLLM) or own (a GPU of its own)",
                             "shared")
     tetris_extra: int = _help("TETRIS extra proposals e (0 = off): draft k+e, verify a budget of the best prefixes", 0)
@@ -52,6 +54,7 @@ class PolicyConfig:
         require(self.psd_capacity in ("double", "split"), "psd_capacity", "must be double or split", self.psd_capacity)
         require(isinstance(self.psd_limit_halves, bool), "psd_limit_halves", "must be true or false",
                 self.psd_limit_halves)
+        require(self.psd_drafter in ("own", "shared"), "psd_drafter", "must be own or shared", self.psd_drafter)
         require(self.sd_drafter in ("shared", "own"), "sd_drafter", "must be shared or own", self.sd_drafter)
         require(self.prefill_mode in ("separate", "chunked"), "prefill_mode", "must be separate or chunked",
                 self.prefill_mode)

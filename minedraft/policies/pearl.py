@@ -44,7 +44,7 @@ class PEARL(Lockstep):
         return len(self.running) + len(self.pending_prefill)
 
     def uses_own_drafter_gpu(self) -> bool:
-        return True
+        return self.cfg.psd_drafter == "own"
 
     def _grow(self, n: int) -> None:
         self.valid = np.concatenate([self.valid, np.zeros(n, dtype=bool)])

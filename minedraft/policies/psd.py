@@ -48,7 +48,7 @@ class PSD(Lockstep):
         return len(self.halves[0]) + len(self.halves[1]) + len(self.pending_prefill)
 
     def uses_own_drafter_gpu(self) -> bool:
-        return True
+        return self.cfg.psd_drafter == "own"
 
     def _drop(self, ids: set[int]) -> np.ndarray:
         found = []

@@ -1,0 +1,112 @@
+"""The PSD plugin's own costs, fitted to measured plugin runs: what vLLM's SD step models do not contain.
+
+The step models (:mod:`minedraft.calibration.steps`) are fitted to vLLM's own AR and SD steps. minedraft's
+plugin adds three costs of its own (``StepCosts``): ``drafter_op_s`` per drafter op (its process re-enters
+the requests' copies, builds inputs, answers over a socket), ``verify_swap_s`` per PSD verify (the target's
+batch alternates between halves, so vLLM's persistent batch drops and re-adds rows every step) and
+``shared_gpu_slowdown`` (target and drafter processes time-sharing one GPU).
+
+The fit replays each measured run with the step models and compares op durations, per run, over the
+full-size decode ops (verify ops of a whole half, draft ops of a whole half):
+
+1. runs with the drafter on its own GPU: ``verify_swap_s`` = mean over runs of median(measured verify) -
+   median(predicted verify); ``drafter_op_s`` likewise for draft ops;
+2. runs sharing one GPU, replayed with (1): ``shared_gpu_slowdown`` = mean over runs of the median ratio
+   measured / predicted over their verify and draft ops, minus 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from minedraft.costs import StepCosts
+from minedraft.errors import InputError, require
+from minedraft.ops import DRAFT, VERIFY
+from minedraft.trace import KIND_CODE
+
+#: File name of the fitted plugin costs beside the step models of a GPU.
+PLUGIN_FILE = "plugin.json"
+KIND = "minedraft.plugin_costs"
+FIELDS = ("drafter_op_s", "verify_swap_s", "shared_gpu_slowdown")
+
+
+def op_medians(trace, size: int) -> dict[str, float | None]:
+    """Median duration of the verify and draft ops of ``size`` requests (a whole half) in a trace."""
+    d = trace.op_t_end - trace.op_t_start
+    out = {}
+    for kind in (VERIFY, DRAFT):
+        m = (trace.op_kind == KIND_CODE[kind]) & (trace.op_size == size)
+        out[kind] = float(np.median(d[m])) if m.any() else None
+    return out
+
+
+def _pairs(runs: dict[str, list[dict]], costs_for, shared: bool, base: dict) -> list[dict]:
+    """Per run of the layout: measured and predicted medians of full-size verify and draft ops."""
+    from minedraft.simulator.replay import measured_run, replay
+
+    rows = []
+    for name, recs in sorted(runs.items()):
+        run = measured_run(recs, name)
+        if run.policy != "psd" or (run.cfg.psd_drafter == "shared") != shared:
+            continue
+        costs = replace(costs_for(run.target, run.draft), **base)
+        size = run.cfg.max_num_seqs if run.cfg.psd_capacity == "double" else max(1, run.cfg.max_num_seqs // 2)
+        m, p = op_medians(run.trace, size), op_medians(replay(run, costs), size)
+        if None in (m[VERIFY], m[DRAFT], p[VERIFY], p[DRAFT]):
+            continue
+        rows.append({"run": name, "half": size, "measured": m, "predicted": p})
+    return rows
+
+
+def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenance: dict | None = None) -> dict:
+    """Fit the plugin's costs (see the module doc). ``costs_for(target, draft)`` gives the step models."""
+    zero = dict.fromkeys(FIELDS, 0.0)
+    own = _pairs(runs, costs_for, False, zero)
+    require(len(own) > 0, "runs", "need PSD runs with the drafter on its own GPU (drafter_device cuda:N)",
+            ", ".join(sorted(runs)) or "none")
+    swap = float(np.mean([r["measured"][VERIFY] - r["predicted"][VERIFY] for r in own]))
+    op = float(np.mean([r["measured"][DRAFT] - r["predicted"][DRAFT] for r in own]))
+    fitted = {"drafter_op_s": max(0.0, op), "verify_swap_s": max(0.0, swap), "shared_gpu_slowdown": 0.0}
+    shared = _pairs(runs, costs_for, True, fitted)
+    if shared:
+        ratios = [np.median([r["measured"][k] / r["predicted"][k] for k in (VERIFY, DRAFT)]) for r in shared]
+        fitted["shared_gpu_slowdown"] = max(0.0, float(np.mean(ratios)) - 1.0)
+    return {"kind": KIND, "version": 1, "gpu": gpu, **fitted,
+            "fit": {"own_gpu_runs": own, "shared_gpu_runs": shared},
+            "provenance": (provenance or {}) | {"date": datetime.date.today().isoformat()}}
+
+
+def save(fit: dict, folder: str | Path) -> Path:
+    path = Path(folder) / PLUGIN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fit, indent=1) + "\n")
+    return path
+
+
+def load_plugin_costs(folder: str | Path, field_name: str = "--profile-dir") -> dict[str, float]:
+    """The fitted plugin costs in ``folder`` (zeros if none were fitted there)."""
+    path = Path(folder) / PLUGIN_FILE
+    if not path.is_file():
+        return dict.fromkeys(FIELDS, 0.0)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(field_name, f"{PLUGIN_FILE} is not readable JSON ({exc.__class__.__name__})", str(path)) from None
+    require(isinstance(d, dict) and d.get("kind") == KIND, field_name, f"{PLUGIN_FILE} must be a {KIND} object",
+            str(path))
+    out = {}
+    for f in FIELDS:
+        v = d.get(f)
+        require(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 10, field_name,
+                f"{PLUGIN_FILE}: {f} must be a number in [0, 10)", v)
+        out[f] = float(v)
+    return out
+
+
+def with_plugin_costs(costs: StepCosts, folder: str | Path, field_name: str = "--profile-dir") -> StepCosts:
+    return replace(costs, **load_plugin_costs(folder, field_name))

@@ -1,0 +1,109 @@
+"""The plugin's own costs: StepCosts terms, GPU sharing in the simulator, the fit and the shipped H200 fit."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import invoke
+from minedraft.acceptance import AcceptanceCurve
+from minedraft.calibration.plugin import load_plugin_costs
+from minedraft.cli.calibrate import main as calibrate_main
+from minedraft.cli.validate import main as validate_main
+from minedraft.costs import StepCosts
+from minedraft.errors import InputError
+from minedraft.latency import Constant
+from minedraft.metrics import compute_metrics
+from minedraft.policies import PolicyConfig
+from minedraft.simulator.engine import simulate
+from minedraft.workload import Requests
+
+ROOT = Path(__file__).resolve().parents[1]
+X2 = ROOT / "docs/measurements/2026-11-23-h200x2-psd"
+
+
+def test_plugin_terms_add_to_their_ops_only():
+    c = StepCosts(Constant(0.02), Constant(0.004), drafter_op_s=0.01, verify_swap_s=0.003)
+    assert c.op_time("verify", 8, k=3) == pytest.approx(0.02)
+    assert c.op_time("verify", 8, k=3, swap=True) == pytest.approx(0.023)
+    assert c.op_time("draft", 8, k=3) == pytest.approx(0.012)
+    assert c.op_time("draft", 8, k=3, own_process=True) == pytest.approx(0.022)
+    with pytest.raises(InputError, match="shared_gpu_slowdown"):
+        StepCosts(Constant(0.02), shared_gpu_slowdown=-0.1)
+
+
+def _psd(drafter: str, costs: StepCosts) -> dict:
+    n = 64
+    req = Requests(arrival=np.zeros(n), prompt_len=np.full(n, 32), output_len=np.full(n, 64))
+    cfg = PolicyConfig(max_num_seqs=8, num_speculative_tokens=3, psd_drafter=drafter)
+    return compute_metrics(simulate("psd", req, cfg, costs, AcceptanceCurve.geometric(0.7, 4)))
+
+
+def test_sharing_one_gpu_stretches_overlapping_ops_and_drops_the_extra_gpu():
+    base = StepCosts(Constant(0.02, 0.01), Constant(0.005, 0.002))
+    own, shared0 = _psd("own", base), _psd("shared", base)
+    assert own["num_gpus"] == 2 and shared0["num_gpus"] == 1
+    assert shared0["output_throughput"] == pytest.approx(own["output_throughput"], rel=1e-9)  # no slowdown fitted
+    slow = _psd("shared", StepCosts(base.target, base.draft, shared_gpu_slowdown=0.5))
+    # decode steps (target 20 ms and drafter 3 x 5 ms together) take 1.5x as long; prefill steps do not overlap
+    assert 1.3 < own["output_throughput"] / slow["output_throughput"] < 1.5
+
+
+def test_psd_pays_the_swap_on_alternating_halves():
+    base = StepCosts(Constant(0.02, 0.01), Constant(0.005, 0.002))
+    swapped = _psd("own", StepCosts(base.target, base.draft, verify_swap_s=0.01))
+    ratio = _psd("own", base)["output_throughput"] / swapped["output_throughput"]
+    assert 1.35 < ratio < 1.5  # verify 20 -> 30 ms on nearly every decode step
+
+
+def test_plugin_costs_file_is_checked(tmp_path):
+    assert load_plugin_costs(tmp_path) == {"drafter_op_s": 0.0, "verify_swap_s": 0.0, "shared_gpu_slowdown": 0.0}
+    (tmp_path / "plugin.json").write_text(json.dumps({"kind": "minedraft.plugin_costs", "drafter_op_s": -1,
+                                                       "verify_swap_s": 0, "shared_gpu_slowdown": 0}))
+    with pytest.raises(InputError, match="drafter_op_s must be a number"):
+        load_plugin_costs(tmp_path)
+    (tmp_path / "plugin.json").write_text("{")
+    with pytest.raises(InputError, match="not readable JSON"):
+        load_plugin_costs(tmp_path)
+
+
+@pytest.mark.skipif(not X2.is_dir(), reason="committed measurements absent")
+def test_fit_on_alpha_06_predicts_held_out_psd_runs(tmp_path, capsys):
+    """Fitted on the α = 0.6 plugin runs of the two-H200 machine; the α = 0.8 runs are predicted."""
+    code, out, err = invoke(calibrate_main, ["plugin", "--from", str(X2), "--gpu", "h200", "--hold-out", "alpha-0.8",
+                                             "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    fit = json.loads((tmp_path / "plugin.json").read_text())
+    shipped = json.loads((ROOT / "calibration/data/profiles/h200/plugin.json").read_text())
+    for key in ("drafter_op_s", "verify_swap_s", "shared_gpu_slowdown"):
+        assert fit[key] == pytest.approx(shipped[key], rel=1e-9), key  # the shipped file is this command's output
+    assert 0.005 < fit["drafter_op_s"] < 0.03 and 0.002 < fit["verify_swap_s"] < 0.02
+    assert 0.05 < fit["shared_gpu_slowdown"] < 0.6
+    code, out, err = invoke(validate_main, ["--gpu", "h200", "--all", str(X2), "--json", str(tmp_path / "v.json")],
+                            capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "v.json").read_text())["results"]
+    held = [r for r in res if r["policy"] == "psd" and r["alpha"] == 0.8]
+    assert len(held) == 9
+    errs = np.abs([r["predicted"]["output_throughput"] / r["measured"]["output_throughput"] - 1 for r in held])
+    assert np.median(errs) < 0.10 and errs.max() < 0.35  # measured: median 6.3 %, worst 28.5 % (8B sharing, batch 64)
+
+
+def test_calibrate_plugin_needs_own_gpu_runs(tmp_path, capsys):
+    code, out, err = invoke(calibrate_main, ["plugin", str(tmp_path / "none.jsonl"), "--gpu", "h200",
+                                             "--out", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_sim_psd_sharing_one_gpu_uses_the_measured_slowdown(capsys):
+    from minedraft.cli.sim import main as sim_main
+
+    def tput(*extra):
+        code, out, err = invoke(sim_main, ["--policy", "psd", "--num-prompts", "64", "--json", "-", *extra], capsys)
+        assert code == 0, err
+        return next(r for r in json.loads(out)["results"] if r["policy"] == "psd")["output_throughput"]
+
+    own, shared, free = tput(), tput("--psd-drafter", "shared"), tput("--psd-drafter", "shared",
+                                                                       "--shared-gpu-slowdown", "0")
+    assert shared < free and shared < own
+    assert free == pytest.approx(own, rel=1e-9)  # without a slowdown, sharing changes only the GPU count
