@@ -18,7 +18,10 @@ seen on the H200): the parent starts one child per engine, each prints its own J
   acceptance from vLLM's synthetic mode (``synthetic_acceptance_rates``, changed in place per α);
 - ``psd`` (and ``pearl`` with ``--modes``): one per (target, drafter, k): minedraft's plugin with the
   drafter in its own process on ``--drafter-device``, acceptance from the plugin's synthetic mode
-  (changed between runs per α), capacity mode switched between runs.
+  (changed between runs per α), capacity mode switched between runs;
+- ``sd-own``: the plugin's mode ``sd``: SD with the drafter in its own process on ``--drafter-device``
+  (``cuda:1``: alone on the second GPU), draft then verify, no overlap (issue 10's baseline that
+  separates PSD's overlap from the drafter's placement); printed as policy ``sd`` with ``sd_drafter: own``.
 
 Inside an engine, α, max_num_seqs and PSD's capacity mode change between runs without a restart (the
 engine is started with the largest max_num_seqs). Memory: AR and SD take ``--gpu-memory-utilization``;
@@ -60,7 +63,7 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     return out
 
 
-MODES = ("ar", "sd", "psd", "pearl")
+MODES = ("ar", "sd", "psd", "pearl", "sd-own")  # sd-own: the plugin's mode sd (SD, drafter in its own process)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,7 +117,7 @@ def jobs(a: argparse.Namespace) -> list[dict]:
             targets.append(t)
             out.append({"mode": "ar", "target": t, "draft": None, "k": 0})
         for k in ints(a.ks):
-            for m in ("sd", "psd", "pearl"):
+            for m in ("sd", "psd", "pearl", "sd-own"):
                 if m in modes:
                     out.append({"mode": m, "target": t, "draft": d, "k": k})
     return out
@@ -196,8 +199,10 @@ def child(a: argparse.Namespace) -> int:
     if draft is not None:
         check_pair(target, draft)
     max_len = a.input_len + a.output_len + 2 * k + 8
-    labels = {"policy": mode, "target": job["target"], "draft": job["draft"], "k": k,
-              "drafter_device": a.drafter_device if mode in ("psd", "pearl") else None}
+    plugin = mode in ("psd", "pearl", "sd-own")
+    policy = "sd" if mode == "sd-own" else mode  # the simulator's policy name (sd-own: sd_drafter="own")
+    labels = {"policy": policy, "target": job["target"], "draft": job["draft"], "k": k,
+              "drafter_device": a.drafter_device if plugin else None, "sd_drafter": "own" if mode == "sd-own" else None}
     info = {"kind": "setup", "vllm": compat.vllm_version(), **labels}
     try:
         import torch
@@ -210,7 +215,6 @@ def child(a: argparse.Namespace) -> int:
     if a.trace_dir:
         Path(a.trace_dir).mkdir(parents=True, exist_ok=True)
 
-    plugin = mode in ("psd", "pearl")
     shared = a.drafter_device == "same"
     curve0 = AcceptanceCurve.geometric(alphas[0], max(k + 1, 2)) if alphas[0] is not None else None
     kv_bytes = int(a.kv_cache_memory_gib * (1 << 30)) if a.kv_cache_memory_gib else None
@@ -222,7 +226,7 @@ def child(a: argparse.Namespace) -> int:
         max_num_batched_tokens=a.max_num_batched_tokens or None, seed=a.seed,
         enforce_eager=True if a.enforce_eager else None,
         synthetic_rates=curve0.vllm_rates(k) if mode == "sd" else None,
-        plugin={"mode": mode, "drafter_device": a.drafter_device, "accept_curve": curve0.to_json(),
+        plugin={"mode": policy, "drafter_device": a.drafter_device, "accept_curve": curve0.to_json(),
                 "drafter_gpu_memory_utilization": None if kv_bytes or not shared else a.drafter_gpu_memory_utilization,
                 "drafter_kv_cache_memory_bytes": kv_bytes,
                 "psd_capacity": capacities[0] if mode == "psd" else "double"} if plugin else None)
@@ -267,12 +271,12 @@ def child(a: argparse.Namespace) -> int:
                             writer.write(rec)
 
                     t = time.monotonic()
-                    res = run_policy(eng, mode, req, sink, online=False, seed=a.seed,
+                    res = run_policy(eng, policy, req, sink, online=False, seed=a.seed,
                                      header_config={"benchmark": "gpu_psd", **run_labels},
                                      num_gpus=1 if not plugin or shared else 2)
                     if writer is not None:
                         writer.close()
-                    m = policy_metrics(records, mode, res, False, eng)
+                    m = policy_metrics(records, policy, res, False, eng)
                     out = {"kind": "result", **run_labels, "requests_in_flight": in_flight, "num_prompts": n,
                            "input_len": a.input_len, "output_len": a.output_len,
                            "run_s": round(time.monotonic() - t, 3), **m,

@@ -1,16 +1,17 @@
 """The PSD plugin's own costs, fitted to measured plugin runs: what vLLM's SD step models do not contain.
 
 The step models (:mod:`minedraft.calibration.steps`) are fitted to vLLM's own AR and SD steps. minedraft's
-plugin adds three costs of its own (``StepCosts``): ``drafter_op_s`` per drafter op (its process re-enters
-the requests' copies, builds inputs, answers over a socket), ``verify_swap_s`` per PSD verify (the target's
-batch alternates between halves, so vLLM's persistent batch drops and re-adds rows every step) and
-``shared_gpu_slowdown`` (target and drafter processes time-sharing one GPU).
+plugin adds costs of its own (``StepCosts``): ``drafter_op_s`` per drafter op (its process re-enters the
+requests' copies, builds inputs, answers over a socket), ``verify_swap_s`` + ``verify_swap_row_s`` per row on
+each PSD verify (the target's batch alternates between halves, so vLLM's persistent batch drops and re-adds
+its rows every step) and ``shared_gpu_slowdown`` (target and drafter processes time-sharing one GPU).
 
 The fit replays each measured run with the step models and compares op durations, per run, over the
 full-size decode ops (verify ops of a whole half, draft ops of a whole half):
 
-1. runs with the drafter on its own GPU: ``verify_swap_s`` = mean over runs of median(measured verify) -
-   median(predicted verify); ``drafter_op_s`` likewise for draft ops;
+1. runs with the drafter on its own GPU: median(measured verify) - median(predicted verify) per run, fitted
+   as ``verify_swap_s`` + ``verify_swap_row_s`` x half size (least squares; a constant if all halves are the
+   same size); ``drafter_op_s`` = the mean of the same difference for draft ops;
 2. runs sharing one GPU, replayed with (1): ``shared_gpu_slowdown`` = mean over runs of the median ratio
    measured / predicted over their verify and draft ops, minus 1.
 """
@@ -32,7 +33,7 @@ from minedraft.trace import KIND_CODE
 #: File name of the fitted plugin costs beside the step models of a GPU.
 PLUGIN_FILE = "plugin.json"
 KIND = "minedraft.plugin_costs"
-FIELDS = ("drafter_op_s", "verify_swap_s", "shared_gpu_slowdown")
+FIELDS = ("drafter_op_s", "verify_swap_s", "verify_swap_row_s", "shared_gpu_slowdown")
 
 
 def op_medians(trace, size: int) -> dict[str, float | None]:
@@ -69,9 +70,17 @@ def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenanc
     own = _pairs(runs, costs_for, False, zero)
     require(len(own) > 0, "runs", "need PSD runs with the drafter on its own GPU (drafter_device cuda:N)",
             ", ".join(sorted(runs)) or "none")
-    swap = float(np.mean([r["measured"][VERIFY] - r["predicted"][VERIFY] for r in own]))
+    rows = np.array([r["half"] for r in own], dtype=float)
+    extra = np.array([r["measured"][VERIFY] - r["predicted"][VERIFY] for r in own])
+    if len(set(rows.tolist())) > 1:
+        per_row, fixed = np.polyfit(rows, extra, 1)
+        if per_row < 0 or fixed < 0:  # keep both terms >= 0: the better of the two one-term fits
+            per_row, fixed = (0.0, float(extra.mean())) if per_row < 0 else (float(extra @ rows / (rows @ rows)), 0.0)
+    else:
+        per_row, fixed = 0.0, float(extra.mean())
     op = float(np.mean([r["measured"][DRAFT] - r["predicted"][DRAFT] for r in own]))
-    fitted = {"drafter_op_s": max(0.0, op), "verify_swap_s": max(0.0, swap), "shared_gpu_slowdown": 0.0}
+    fitted = {"drafter_op_s": max(0.0, op), "verify_swap_s": max(0.0, float(fixed)),
+              "verify_swap_row_s": max(0.0, float(per_row)), "shared_gpu_slowdown": 0.0}
     shared = _pairs(runs, costs_for, True, fitted)
     if shared:
         ratios = [np.median([r["measured"][k] / r["predicted"][k] for k in (VERIFY, DRAFT)]) for r in shared]

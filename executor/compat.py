@@ -157,6 +157,7 @@ def engine_facts(vllm_config) -> dict[str, Any]:
         "dtype": str(vllm_config.model_config.dtype).replace("torch.", ""),
         "tensor_parallel_size": int(pc.tensor_parallel_size),
         "executor_backend": str(pc.distributed_executor_backend),
+        "cudagraph_mode": str(getattr(getattr(vllm_config, "compilation_config", None), "cudagraph_mode", None)),
     }
     if spec is not None:
         facts["speculative"] = {

@@ -62,7 +62,8 @@ class ExecOptions:
     warmup: int = 2
     async_scheduling: bool = False  # pinned off (vLLM's draft_model default); True = vLLM's GPU default for AR
     psd_capacity: str = "double"  # psd: each half holds max_num_seqs (published) | split
-    drafter_device: str = "auto"  # psd/pearl: auto | same | cpu | cuda:N
+    drafter_device: str = "auto"  # psd/pearl (and sd with sd_drafter="own"): auto | same | cpu | cuda:N
+    sd_drafter: str = "shared"  # sd: vLLM's draft_model (shared) | the plugin's mode "sd" (own: drafter process)
     model_root: str | None = None
     extra_args: dict = field(default_factory=dict)
 
@@ -98,7 +99,8 @@ def needed_model_len(requests: Requests, k: int) -> int:
 def engine_spec(policy: str, opts: ExecOptions, models: Models, requests: Requests) -> EngineSpec:
     spec_on = policy in ("sd", *PLUGIN_POLICIES)
     plugin = None
-    if policy in PLUGIN_POLICIES:
+    vllm_sd = policy == "sd" and opts.sd_drafter == "shared"
+    if spec_on and not vllm_sd:  # the plugin: psd, pearl, or sd with the drafter in a process of its own
         plugin = {"mode": policy, "drafter_device": opts.drafter_device,
                   "k_schedule": [list(x) for x in opts.k_schedule] if opts.k_schedule else None,
                   "accept_curve": opts.curve.to_json() if opts.curve is not None else None}
@@ -113,8 +115,8 @@ def engine_spec(policy: str, opts: ExecOptions, models: Models, requests: Reques
     return EngineSpec(
         target=models.target, draft=models.draft if spec_on else None, k=opts.k if spec_on else 0,
         max_num_seqs=opts.max_num_seqs, max_model_len=mml, tensor_parallel_size=opts.tensor_parallel_size,
-        synthetic_rates=opts.curve.vllm_rates(opts.k) if (policy == "sd" and opts.curve is not None) else None,
-        k_schedule=[tuple(x) for x in opts.k_schedule] if (policy == "sd" and opts.k_schedule) else None,
+        synthetic_rates=opts.curve.vllm_rates(opts.k) if (vllm_sd and opts.curve is not None) else None,
+        k_schedule=[tuple(x) for x in opts.k_schedule] if (vllm_sd and opts.k_schedule) else None,
         max_num_batched_tokens=opts.max_num_batched_tokens, kv_cache_tokens=opts.kv_cache_tokens,
         kv_cache_memory_bytes=opts.kv_cache_memory_bytes, gpu_memory_utilization=opts.gpu_memory_utilization,
         enforce_eager=opts.enforce_eager, dtype=opts.dtype, seed=opts.seed, async_scheduling=opts.async_scheduling,
@@ -122,7 +124,7 @@ def engine_spec(policy: str, opts: ExecOptions, models: Models, requests: Reques
 
 
 def num_gpus(engine: Engine, tp: int) -> int:
-    """Devices a run occupies: the target's, plus the drafter's when it has one of its own (PSD/PEARL)."""
+    """Devices a run occupies: the target's, plus the drafter's when it has one of its own (the plugin)."""
     drafter = (engine.facts.get("plugin") or {}).get("drafter") or {}
     own = str(drafter.get("device_requested", "same")) not in ("same", "")
     return tp + (1 if engine.psd and own else 0)

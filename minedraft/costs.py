@@ -39,10 +39,12 @@ class StepCosts:
     transfer_s: float = 0.0
     drafter_op_s: float = 0.0
     verify_swap_s: float = 0.0
+    verify_swap_row_s: float = 0.0
     shared_gpu_slowdown: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in ("step_overhead_s", "transfer_s", "drafter_op_s", "verify_swap_s", "shared_gpu_slowdown"):
+        for f in ("step_overhead_s", "transfer_s", "drafter_op_s", "verify_swap_s", "verify_swap_row_s",
+                  "shared_gpu_slowdown"):
             v = getattr(self, f)
             require(math.isfinite(v) and v >= 0, f, "must be a finite time >= 0", v)
 
@@ -57,12 +59,12 @@ class StepCosts:
         prompt tokens riding in the same forward (vLLM V1's chunked prefill), charged at
         :meth:`LatencyModel.chunk_time` (for the drafter too: its first forward covers them);
         ``own_process``: the drafter runs in a process of its own (``drafter_op_s`` per draft op);
-        ``swap``: this verify's batch is not the previous step's (``verify_swap_s``).
+        ``swap``: this verify's batch is not the previous step's (``verify_swap_s`` + ``verify_swap_row_s`` x batch).
         """
         transfer = self.transfer_s if cross_device else 0.0
         if kind == VERIFY:
             extra = self.target.chunk_time(chunk_tokens) if chunk_tokens else 0.0
-            extra += self.verify_swap_s if swap else 0.0
+            extra += self.verify_swap_s + self.verify_swap_row_s * batch if swap else 0.0
             return self.target.forward_time(batch, k + 1, context_len) + extra + transfer
         if kind == DRAFT:
             d = self._drafter()

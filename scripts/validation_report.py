@@ -146,9 +146,8 @@ Three costs of the plugin are therefore fitted (`minedraft-calibrate plugin --fr
 --hold-out alpha-0.8 --out calibration/data/profiles/h200`, `minedraft.calibration.plugin`, on the α = 0.6
 runs only): **{fit['drafter_op_s'] * 1e3:.1f} ms per drafter op** (its process re-enters the requests' copies
 and builds a fresh input batch each op; the step models give the 0.6B drafter's three forwards 6-13 ms),
-**{fit['verify_swap_s'] * 1e3:.1f} ms per verify of alternating halves** (vLLM's persistent batch drops one
-half's rows and re-adds the other's every step; it grows with the half's size, which one constant does not
-follow) and a **{fit['shared_gpu_slowdown']:+.0%} slowdown** of overlapping target and drafter ops when both
+**{fit['verify_swap_s'] * 1e3:.1f} ms + {fit['verify_swap_row_s'] * 1e6:.0f} µs per row for each verify of
+alternating halves** (vLLM's persistent batch drops one half's rows and re-adds the other's every step) and a **{fit['shared_gpu_slowdown']:+.0%} slowdown** of overlapping target and drafter ops when both
 processes share one GPU (time-sliced, not concurrent). The drafter op is hidden behind the target's verify on
 its own GPU, but not when sharing.
 
@@ -160,8 +159,8 @@ its own GPU, but not when sharing.
 The step models over-predict this machine's AR and SD throughput by {min(offs):.0%}-{max(offs):.0%} (they
 were fitted on another H200 host): part of that offset sits in the fitted plugin costs too. The worst held-out PSD
 prediction is {worst_psd['target']} ({worst_psd['psd_drafter']} GPU, {worst_psd['psd_capacity']}, batch
-{worst_psd['max_num_seqs']}: {err(worst_psd):+.1%}): one slowdown factor for both ops and one constant swap
-cost are too coarse there.
+{worst_psd['max_num_seqs']}: {err(worst_psd):+.1%}): one slowdown factor for both ops, fitted mostly on the
+32B runs, is too coarse there (the 8B's verify is short next to the drafter's op).
 
 {chr(10).join(lines)}
 

@@ -3,8 +3,9 @@
 A run is a trace written by ``minedraft-exec`` (or ``benchmarks/gpu_ar_sd.py``): its request records give
 the actual prompt and output lengths and arrival times; its header the policy, k, max_num_seqs, the token
 budget and the synthetic acceptance (or, without one, the acceptance the run measured per position).
-vLLM V1 schedules AR and SD with chunked prefill, so those replay with ``prefill_mode="chunked"``; PSD and
-PEARL runs (minedraft's plugin) run prefill-only steps and one vLLM batch per half, as their policies do.
+vLLM V1 schedules AR and SD with chunked prefill, so those replay with ``prefill_mode="chunked"``; runs of
+minedraft's plugin (PSD, PEARL, SD with its drafter in a process of its own) run prefill-only steps and one
+vLLM batch per half, as their policies do.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
                         prompt_len=np.array([int(r["prompt_len"]) for r in reqs]),
                         output_len=np.array([int(r["output_len"]) for r in reqs]))
     ex = cfg.get("executor") or {}
-    k = int(cfg.get("k") or 0)
+    k = int(cfg.get("k") or (ex.get("plugin") or {}).get("k") or (ex.get("speculative") or {}).get("num_speculative_tokens")
+            or 0)
     spec = ex.get("speculative") or {}
     curve = None
     if POLICIES[policy].speculative:
@@ -69,12 +71,13 @@ def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
             require(bool(m.all()), "run", "trace has no per-position acceptance to replay", name)
             rates = np.minimum.accumulate(trace.pos_accepted[:k] / trace.pos_drafts[:k])
             curve = AcceptanceCurve(tuple(rates.tolist()), source="measured per position")
-    plugin = policy in ("psd", "pearl")  # minedraft's vLLM plugin: prefill-only steps, one batch per half
+    plugin = bool(ex.get("plugin"))  # minedraft's vLLM plugin: prefill-only steps, one batch per half
     pcfg = PolicyConfig(max_num_seqs=int(cfg.get("max_num_seqs") or ex.get("max_num_seqs")),
                         num_speculative_tokens=max(k, 1),
                         max_num_batched_tokens=int(ex.get("max_num_batched_tokens") or 2048),
                         prefill_mode="separate" if plugin else "chunked",
                         psd_capacity=cfg.get("psd_capacity") or "double", psd_limit_halves=plugin,
+                        sd_drafter="own" if plugin and policy == "sd" else "shared",
                         psd_drafter="shared" if plugin and drafter_device(cfg) == "same" else "own")
     return MeasuredRun(name, policy, str(cfg.get("target")), cfg.get("draft"), k, cfg.get("alpha"), requests, pcfg,
                        curve, trace, header)

@@ -16,7 +16,7 @@ from minedraft.executor.psd.drafter import DrafterClient, DrafterFailed, drafter
 from minedraft.executor.psd.records import step_records
 from minedraft.executor.records import Row, ScheduledStep
 from minedraft.ops import DRAFT, VERIFY, OpResult
-from minedraft.policies import PEARL, PSD, PolicyConfig
+from minedraft.policies import PEARL, PSD, SD, PolicyConfig
 
 EMPTY = np.empty(0, dtype=np.int64)
 
@@ -33,7 +33,7 @@ def test_config_reads_additional_config_and_refuses_unknown_keys():
 
 
 @pytest.mark.parametrize("kw, field", [
-    ({"mode": "sd"}, "minedraft.mode"),
+    ({"mode": "ar"}, "minedraft.mode"),
     ({"draft_model": " "}, "minedraft.draft_model"),
     ({"drafter_device": "gpu1"}, "minedraft.drafter_device"),
     ({"psd_capacity": "triple"}, "minedraft.psd_capacity"),
@@ -71,7 +71,7 @@ def test_vllm_kwargs_name_the_three_seams_and_keep_only_set_options():
     assert flags[flags.index("--scheduler-cls") + 1] == SCHEDULER and "--no-async-scheduling" in flags
     assert json.loads(flags[flags.index("--speculative-config") + 1])["num_speculative_tokens"] == 5
     with pytest.raises(InputError):
-        vllm_kwargs("d", 3, "sd")
+        vllm_kwargs("d", 3, "ar")
 
 
 def test_the_classes_vllm_loads_by_name_exist():
@@ -192,11 +192,11 @@ def _drive(policy, rng, n_requests, eos_p=0.1):
     return finished, dropped, steps
 
 
-@pytest.mark.parametrize("cls", [PSD, PEARL])
+@pytest.mark.parametrize("cls", [PSD, PEARL, SD])
 def test_a_live_driver_with_early_ends_leaves_nothing_behind(cls):
     rng = np.random.default_rng(3)
     p = cls(PolicyConfig(max_num_seqs=4, num_speculative_tokens=3, kv_capacity_tokens=2000,
-                         psd_limit_halves=cls is PSD), EMPTY, EMPTY)
+                         psd_limit_halves=cls is PSD, sd_drafter="own"), EMPTY, EMPTY)
     finished, dropped, steps = _drive(p, rng, 60)
     assert steps < 10_000 and p.idle
     assert finished | dropped == set(range(len(p.prompt_len))) and not finished & dropped

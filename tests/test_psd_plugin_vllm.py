@@ -98,6 +98,13 @@ def pearl_engine(pair):
         yield e
 
 
+@pytest.fixture(scope="session")
+def sd_own_engine(pair):
+    """The plugin's mode sd: SD with the drafter in its own process (own device on a GPU machine), no overlap."""
+    with _engine(pair, {"mode": "sd"}) as e:
+        yield e
+
+
 def _requests(n, prompt, output, seed=1):
     rng = np.random.default_rng(seed)
     p = rng.integers(*prompt, size=n) if isinstance(prompt, tuple) else np.full(n, prompt)
@@ -117,22 +124,24 @@ LLM_REQUESTS = dict(n=4, prompt=24, output=24, seed=9)
 
 
 @pytest.fixture(scope="session")
-def greedy_runs(ar_engine, psd_engine, pearl_engine):
+def greedy_runs(ar_engine, psd_engine, pearl_engine, sd_own_engine):
     """Greedy runs of one workload on AR, PSD and PEARL, plus AR's tokens for the other tests' workloads
     (taken now: in-process engines share vLLM's distributed state, which closing another engine tears down)."""
     req = _requests(10, (16, 48), (30, 70))
     runs = {p: _run(e, p, req) for p, e in (("ar", ar_engine), ("psd", psd_engine), ("pearl", pearl_engine))}
+    runs["sd_own"] = _run(sd_own_engine, "sd", req)
     for name, w in (("kill", KILL_REQUESTS), ("llm", LLM_REQUESTS)):
         runs[f"ar_{name}"] = _run(ar_engine, "ar", _requests(w["n"], w["prompt"], w["output"], seed=w["seed"]))[1]
     return req, runs
 
 
 # ------------------------------------------------------------------------------- correctness
-@pytest.mark.parametrize("policy", ["psd", "pearl"])
+@pytest.mark.parametrize("policy", ["psd", "pearl", "sd_own"])
 def test_greedy_output_equals_greedy_ar_token_for_token(greedy_runs, policy):
     req, runs = greedy_runs
     ar = runs["ar"][1]
     records, res = runs[policy]
+    policy = "sd" if policy == "sd_own" else policy
     assert sorted(res.tokens) == sorted(ar.tokens) == list(range(len(req)))
     for rid in range(len(req)):
         assert len(res.tokens[rid]) == req.output_len[rid]
@@ -150,6 +159,29 @@ def test_greedy_output_equals_greedy_ar_token_for_token(greedy_runs, policy):
 
 def _ops(records, **match):
     return [r for r in records if r["type"] == "op" and all(r.get(k) == v for k, v in match.items())]
+
+
+def test_sd_own_drafts_the_whole_batch_then_verifies_it_without_overlap(greedy_runs):
+    req, runs = greedy_runs
+    records, _ = runs["sd_own"]
+    assert records[0]["config"]["executor"]["plugin"]["mode"] == "sd"
+    verifies, drafts = _ops(records, op="verify"), _ops(records, op="draft")
+    assert len(verifies) >= 20 and _ops(records, op="draft_prefill", resource="draft")
+    by_step = {d["step"]: d for d in drafts}
+    for v in verifies:
+        assert v["step"] not in by_step  # nothing drafts while the target verifies
+        d = by_step[v["step"] - 1]  # the step before drafted exactly these rows
+        assert d["resource"] == "draft" and set(d["request_ids"]) == set(v["request_ids"])
+        assert d["t_end"] <= v["t_start"]
+    # the simulator replays it as SD with its own drafter and prefill-only steps
+    from minedraft.costs import StepCosts
+    from minedraft.latency import Constant
+    from minedraft.simulator.replay import measured_run, replay
+
+    run = measured_run(records, "sd_own")
+    assert run.policy == "sd" and run.cfg.sd_drafter == "own" and run.cfg.prefill_mode == "separate"
+    sim = compute_metrics(replay(run, StepCosts(Constant(0.01, 0.01), Constant(0.002, 0.002))))
+    assert sim["completed"] == len(req) and sim["num_gpus"] == 2
 
 
 def test_psd_trace_alternates_halves_and_drafts_the_other_half_during_each_verify(greedy_runs):

@@ -16,7 +16,7 @@ from minedraft.policies.base import normalize_k_schedule
 
 #: The key of ``additional_config`` the plugin reads.
 CONFIG_KEY = "minedraft"
-MODES = ("psd", "pearl")
+MODES = ("psd", "pearl", "sd")
 
 
 def _help(text: str, default: object = None) -> object:
@@ -28,7 +28,8 @@ class PluginConfig:
     """What ``additional_config["minedraft"]`` may hold (validated here, at the edge)."""
 
     mode: str = _help("psd: two halves, verify one while drafting the other (MineDraft); pearl: whole batch, "
-                      "draft the next k while verifying (published force_pearl)", "psd")
+                      "draft the next k while verifying (published force_pearl); sd: whole batch, draft then "
+                      "verify, no overlap (SD with the drafter on a device of its own)", "psd")
     draft_model: str = _help("the drafter: a local directory or a Hugging Face id (vLLM loads it)", "")
     draft_load_format: str = _help("vLLM load_format for the drafter (auto, dummy, ...)", "auto")
     draft_dtype: str = _help("drafter dtype (auto: the checkpoint's)", "auto")
@@ -54,7 +55,7 @@ class PluginConfig:
                          "serving)", False)
 
     def __post_init__(self) -> None:
-        require(self.mode in MODES, "minedraft.mode", "must be psd or pearl", self.mode)
+        require(self.mode in MODES, "minedraft.mode", "must be psd, pearl or sd", self.mode)
         require(isinstance(self.draft_model, str) and self.draft_model.strip() != "", "minedraft.draft_model",
                 "must name the drafter (a directory or a Hugging Face id)", self.draft_model)
         require(isinstance(self.draft_load_format, str) and self.draft_load_format != "", "minedraft.draft_load_format",

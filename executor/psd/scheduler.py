@@ -1,5 +1,9 @@
 """PSD and PEARL inside vLLM V1: a scheduler that runs our policy objects and owns a drafter process.
 
+Mode ``sd`` runs the simulator's ``SD`` policy with ``sd_drafter="own"`` on the same machinery: the whole
+batch is drafted (a step with only the drafter's op; vLLM runs an empty step), then verified, with no
+overlap: SD with the drafter on a device of its own, the baseline that isolates PSD's overlap.
+
 vLLM's sync engine step is ``schedule() -> target forward + rejection sampling -> update_from_output()``.
 This subclass of vLLM's ``Scheduler`` turns it into one policy step:
 
@@ -34,7 +38,7 @@ from minedraft.executor.psd.book import DraftBook
 from minedraft.executor.psd.config import PluginConfig
 from minedraft.executor.psd.drafter import DrafterClient, DrafterFailed, drafter_env
 from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, RESOURCES, TARGET, Op, OpResult
-from minedraft.policies import PEARL, PSD, PolicyConfig
+from minedraft.policies import PEARL, PSD, SD, PolicyConfig
 
 logger = logging.getLogger("minedraft.psd")
 BOTH = frozenset(RESOURCES)
@@ -56,6 +60,18 @@ class Step:
     draft_info: list[dict] = field(default_factory=list)
 
 
+def shared_gpu_share(want: float) -> float:
+    """The drafter's ``gpu_memory_utilization`` on the target's GPU: ``want``, or what is still free there.
+
+    vLLM refuses to start an engine whose share of the GPU (a fraction of its total memory) is not free;
+    the scheduler (and so the drafter) starts after the target's KV cache took its share.
+    """
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return max(0.01, min(want, free / total - 0.01))
+
+
 class PSDScheduler(Scheduler):
     """vLLM's sync scheduler, driven by a minedraft policy (``additional_config["minedraft"]["mode"]``)."""
 
@@ -74,6 +90,7 @@ class PSDScheduler(Scheduler):
             raise ValueError("minedraft PSD/PEARL needs one batch in flight (no pipeline parallelism)")
         self.k = int(spec.num_speculative_tokens)
         self.pearl = self.psd.mode == "pearl"
+        self.sd = self.psd.mode == "sd"
         self.engine_max_num_seqs = m = int(vc.scheduler_config.max_num_seqs)
         self.curve = self.psd.curve()
         if self.curve is not None and self.curve.positions < self.k + (1 if self.pearl else 0):
@@ -103,7 +120,7 @@ class PSDScheduler(Scheduler):
 
     def _new_policy(self, m: int, psd_capacity: str) -> None:
         """A fresh policy object for ``m`` = max_num_seqs (the engine's or less) and the PSD capacity mode."""
-        double = psd_capacity == "double" and not self.pearl
+        double = psd_capacity == "double" and self.psd.mode == "psd"
         self.capacity = 2 * m if double else m
         self.half_capacity = m if double else max(1, m // 2)
         num_blocks = int(self.kv_cache_config.num_blocks)
@@ -115,16 +132,18 @@ class PSDScheduler(Scheduler):
                              "max_num_seqs")
         pcfg = PolicyConfig(max_num_seqs=m, num_speculative_tokens=self.k, k_schedule=self.psd.k_schedule,
                             psd_capacity=psd_capacity, max_num_batched_tokens=int(self.max_num_scheduled_tokens),
-                            kv_capacity_tokens=kv_tokens, psd_limit_halves=True)  # a half is one vLLM batch
+                            kv_capacity_tokens=kv_tokens, psd_limit_halves=True,  # a half is one vLLM batch
+                            sd_drafter="own")
         # the policy object is ``plan``: vLLM's Scheduler owns ``self.policy`` (its FCFS/priority queue policy,
         # read by schedule() in 0.26; overwriting it broke the first GPU run)
-        self.plan = (PEARL if self.pearl else PSD)(pcfg, EMPTY, EMPTY)
+        self.plan = (PEARL if self.pearl else SD if self.sd else PSD)(pcfg, EMPTY, EMPTY)
         self.psd_capacity = psd_capacity
         self.kv_tokens = kv_tokens
 
     def _update_facts(self) -> None:
-        self.facts.update({"psd_capacity": None if self.pearl else self.psd_capacity, "capacity": self.capacity,
-                           "half_capacity": None if self.pearl else self.half_capacity,
+        halves = self.psd.mode == "psd"
+        self.facts.update({"psd_capacity": self.psd_capacity if halves else None, "capacity": self.capacity,
+                           "half_capacity": self.half_capacity if halves else None,
                            "max_num_seqs": int(self.plan.cfg.max_num_seqs), "kv_capacity_tokens": self.kv_tokens,
                            "synthetic_acceptance": self.curve.to_json() if self.curve is not None else None})
 
@@ -181,7 +200,8 @@ class PSDScheduler(Scheduler):
         elif cpu:
             spec["kv_cache_memory_bytes"] = 256 << 20
         if not cpu:
-            spec["gpu_memory_utilization"] = o.drafter_gpu_memory_utilization or (0.15 if dev == "same" else 0.9)
+            spec["gpu_memory_utilization"] = o.drafter_gpu_memory_utilization or (
+                shared_gpu_share(0.15) if dev == "same" else 0.9)
         client = DrafterClient(spec, drafter_env(dev), o.drafter_start_timeout_s, o.drafter_op_timeout_s)
         client.facts["device_requested"] = dev
         logger.info("minedraft %s: drafter pid %d on %s", o.mode, client.pid, dev)
@@ -382,10 +402,11 @@ class PSDScheduler(Scheduler):
         if st.draft is not None:
             self.plan.on_done(st.draft, OpResult())
         self._apply_drops()
-        # ops of the same engine step (the drafter's prefill after the target's): run them now
+        # ops of the same engine step (the drafter's prefill after the target's): run them now; a target op
+        # (SD's verify after its draft) needs a vLLM step of its own: the next one
         while True:
             ops = self.plan.next_ops(BOTH)
-            if not ops or ops[0].new_step:
+            if not ops or ops[0].new_step or any(op.resource == TARGET for op in ops):
                 self.next_ops = ops or None
                 break
             for op in ops:
@@ -456,6 +477,8 @@ class PSDScheduler(Scheduler):
             pass
 
     def _schedule_plain(self, *args, **kwargs):
+        for req in self.running:  # vLLM 0.26's runner proposes k zero drafts near max_model_len: none here
+            req.spec_token_ids = []
         n_run, n_wait = Scheduler.get_request_counts(self)
         for pid in list(self.held):
             if n_run + n_wait >= self.capacity:

@@ -54,8 +54,8 @@ class SyntheticAcceptance:
         out = self.inner(metadata, draft_probs, logits, sampling_metadata, *args, **kwargs)
         n = np.asarray(metadata.num_draft_tokens, dtype=np.int64)  # drafts per row
         b, kmax = len(n), int(n.max()) if len(n) else 0
-        if b == 0 or kmax == 0:
-            return out
+        if b == 0 or kmax == 0 or self.runner.input_batch.num_reqs != b:
+            return out  # nothing drafted, or vLLM's warm-up/profiling pass (dummy rows, no requests)
         acc = self.curve.sample(self.rng, n, self._alphas(b), size=b)  # accepted drafts per row
         starts = np.concatenate([[0], np.cumsum(n)[:-1]])
         # the logits row of position acc: a draft position's target logits, or the bonus row

@@ -333,8 +333,8 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
     path = save(fit, out)
     console = common_console()
     console.print(f"plugin costs from {len(train)} runs: drafter op {fit['drafter_op_s'] * 1e3:.2f} ms, half swap "
-                  f"{fit['verify_swap_s'] * 1e3:.2f} ms, shared-GPU slowdown {fit['shared_gpu_slowdown']:+.1%}; "
-                  f"wrote {path}")
+                  f"{fit['verify_swap_s'] * 1e3:.2f} ms + {fit['verify_swap_row_s'] * 1e6:.0f} us/row, shared-GPU "
+                  f"slowdown {fit['shared_gpu_slowdown']:+.1%}; wrote {path}")
     if test:
         err = [abs(r["predicted"]["output_throughput"] / r["measured"]["output_throughput"] - 1)
                for r in (validate(n, recs, models, flag, 0, plugin=out) for n, recs in sorted(test.items()))]

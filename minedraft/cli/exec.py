@@ -27,8 +27,6 @@ PLUGIN_POLICIES = ("psd", "pearl")
 
 #: Simulator flags that name knobs the executor does not have yet: value they must keep, and why.
 NOT_YET = {
-    "sd_drafter": ("shared", "vLLM's SD drafter shares the target's GPUs (psd and pearl have their own: "
-                   "--drafter-device)"),
     "psd_drafter": ("own", "the plugin's drafter placement is --drafter-device (same shares the target's GPU)"),
     "shared_gpu_slowdown": ("none", "a simulator parameter (unset); the executor measures the sharing"),
     "tetris_extra_proposals": ("0", "TETRIS is not in vLLM nor in the plugin yet"),
@@ -123,7 +121,7 @@ def exec_options(a: argparse.Namespace, cfg, curve, model_root: str, speculative
                 kv_cache_memory_bytes=int(kvm * (1 << 30)) if kvm else None, gpu_memory_utilization=gmu,
                 max_model_len=mml, enforce_eager=None if eager == "auto" else eager == "on", dtype=dtype,
                 seed=0, temperature=temp, warmup=warmup, async_scheduling=async_on, model_root=model_root,
-                psd_capacity=cfg.psd_capacity, drafter_device=dev)
+                psd_capacity=cfg.psd_capacity, drafter_device=dev, sd_drafter=cfg.sd_drafter)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = common.policy_config(a)
     wl = common.workload(a)
     speculative = any(p in ("sd", *PLUGIN_POLICIES) for p in policies)
-    require(not any(p in PLUGIN_POLICIES for p in policies) or getattr(a, "prefill_mode", "separate") == "separate",
-            "--prefill-mode", "must be separate for psd and pearl (their schedule has prefill-only steps)",
-            getattr(a, "prefill_mode", None))
+    plugin = [p for p in policies if p in PLUGIN_POLICIES or (p == "sd" and cfg.sd_drafter == "own")]
+    require(not plugin or getattr(a, "prefill_mode", "separate") == "separate",
+            "--prefill-mode", "must be separate for psd, pearl and sd with --sd-drafter own (the plugin's schedule "
+            "has prefill-only steps)", getattr(a, "prefill_mode", None))
     curve = common.acceptance_curve(a, cfg) if (speculative and a.accept_curve is not None) else None
 
     import tempfile
@@ -158,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     if kw["async_scheduling"] and compat.is_cpu_build():
         raise InputError("--async-scheduling", "must be off on the CPU build of vLLM (it forces sync scheduling)",
                          a.async_scheduling)
-    if curve is not None and "sd" in policies and not compat.synthetic_supported():
+    if curve is not None and "sd" in policies and cfg.sd_drafter == "shared" and not compat.synthetic_supported():
         raise InputError("--accept-curve", f"synthetic acceptance needs a GPU build of vLLM (this is the CPU build, "
-                         f"vllm {compat.vllm_version()}, which refuses it; psd and pearl have the plugin's own "
-                         "synthetic mode, which runs here)", a.accept_curve)
+                         f"vllm {compat.vllm_version()}, which refuses it; psd, pearl and sd with --sd-drafter own "
+                         "have the plugin's own synthetic mode, which runs here)", a.accept_curve)
 
     from minedraft.executor.run import ExecOptions, execute
     from minedraft.report import basis_line, console, results_table

@@ -15,6 +15,8 @@ tokens become visible when the drafting ends.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, VERIFY, Op, OpResult
@@ -45,6 +47,23 @@ class SD(Policy):
 
     def uses_own_drafter_gpu(self) -> bool:
         return self.draft_resource == DRAFTER
+
+    def _drop(self, ids: set[int]) -> np.ndarray:
+        """Live serving (the plugin's mode sd; separate prefill): leave running, pending and a queued verify."""
+        found = []
+        for name in ("running", "pending_prefill"):
+            arr = getattr(self, name)
+            keep = np.asarray([r not in ids for r in arr.tolist()], dtype=bool)
+            if len(arr) and not keep.all():
+                found.append(arr[~keep])
+                setattr(self, name, arr[keep])
+        q = self.queued
+        if q is not None:
+            keep = np.asarray([r not in ids for r in q.reqs.tolist()], dtype=bool)
+            if not keep.all():
+                self.queued = replace(q, reqs=q.reqs[keep], lengths=None if q.lengths is None else q.lengths[keep]) \
+                    if keep.any() else None
+        return np.concatenate(found) if found else EMPTY
 
     def next_ops(self, free: frozenset[str]) -> list[Op]:
         if self.busy:
