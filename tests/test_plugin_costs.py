@@ -110,3 +110,19 @@ def test_sim_psd_sharing_one_gpu_uses_the_measured_slowdown(capsys):
                                                                        "--shared-gpu-slowdown", "0")
     assert shared < free and shared < own
     assert free == pytest.approx(own, rel=1e-9)  # without a slowdown, sharing changes only the GPU count
+
+
+def test_sim_plugin_costs_flag_adds_the_plugin_overheads(capsys):
+    from minedraft.cli.sim import main as sim_main
+
+    base = ["--policy", "psd", "--gpu", "h200", "--target", "qwen3-32b", "--draft", "qwen3-0.6b", "-tp", "1",
+            "-k", "3", "--num-prompts", "64", "--json", "-"]
+    runs = {}
+    for name, extra in (("design", []), ("plugin", ["--plugin-costs", "h200"])):
+        code, out, err = invoke(sim_main, base + extra, capsys)
+        assert code == 0, err
+        runs[name] = json.loads(out)
+    tput = {n: next(r for r in d["results"] if r["policy"] == "psd")["output_throughput"] for n, d in runs.items()}
+    assert tput["plugin"] < 0.9 * tput["design"]  # swap and drafter-op costs slow each step
+    code, out, err = invoke(sim_main, ["--plugin-costs", "h100"], capsys)
+    assert code == 2 and err.startswith("error: --plugin-costs:") and len(err.strip().splitlines()) == 1

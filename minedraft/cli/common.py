@@ -92,6 +92,10 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sd-drafter", default="shared", help="SD drafter placement: shared (target GPU) | own")
     g.add_argument("--psd-drafter", default="own", help="PSD/PEARL drafter placement: own (published) | shared "
                    "(time-shares the target's GPU)")
+    g.add_argument("--plugin-costs", default=None,
+                   help="add minedraft's vLLM plugin's measured costs to PSD/PEARL (drafter op, half swap, shared-GPU "
+                        "slowdown): a GPU with a shipped fit (h200) or a folder with plugin.json (default: none, the "
+                        "design as published)")
     g.add_argument("--shared-gpu-slowdown", default=None,
                    help="with --psd-drafter shared: overlapping target and drafter ops take (1 + S) x as long "
                         "(default: measured on H200 with minedraft's plugin)")
@@ -312,19 +316,29 @@ def step_costs(a: argparse.Namespace, needs_drafter: bool) -> tuple[StepCosts, i
                  "gpu": gpu.key, "target": a.target, "draft": a.draft}
     info["target_latency"] = target.label
     info["draft_latency"] = draft.label if draft is not None else None
+    from minedraft.calibration.plugin import load_plugin_costs
+    from minedraft.calibration.steps import PROFILES
+
+    plugin = dict.fromkeys(("drafter_op_s", "verify_swap_s", "verify_swap_row_s"), 0.0)
+    pc = getattr(a, "plugin_costs", None)
+    if pc is not None and str(pc).lower() != "none":
+        folder = Path(pc) if Path(pc).is_dir() else PROFILES / str(pc).lower()
+        shipped = sorted(p.name for p in PROFILES.iterdir() if (p / "plugin.json").is_file()) if PROFILES.is_dir() else []
+        require((folder / "plugin.json").is_file(), "--plugin-costs",
+                f"must be a folder with plugin.json or a GPU with a shipped fit ({', '.join(shipped) or 'none'})", pc)
+        fit = load_plugin_costs(folder, "--plugin-costs")
+        plugin = {k: fit[k] for k in plugin}
+        info["plugin_costs"] = f"{folder.name}/plugin.json (minedraft's vLLM plugin, measured)"
     slowdown = 0.0
     if getattr(a, "psd_drafter", "own") == "shared":
         if getattr(a, "shared_gpu_slowdown", None) is None:
-            from minedraft.calibration.plugin import load_plugin_costs
-            from minedraft.calibration.steps import PROFILES
-
             slowdown = load_plugin_costs(PROFILES / "h200")["shared_gpu_slowdown"]
             info["shared_gpu_slowdown"] = f"{slowdown:.3f} (measured on H200, minedraft's plugin)"
         else:
             slowdown = as_float(a.shared_gpu_slowdown, "--shared-gpu-slowdown", 0.0, 10.0)
             info["shared_gpu_slowdown"] = f"{slowdown:.3f} (given)"
-    return StepCosts(target, draft, step_overhead_s=overhead, transfer_s=transfer,
-                     shared_gpu_slowdown=slowdown), tp, info
+    return StepCosts(target, draft, step_overhead_s=overhead, transfer_s=transfer, shared_gpu_slowdown=slowdown,
+                     **plugin), tp, info
 
 
 def load_latency(path: str, flag: str) -> LatencyModel:
