@@ -35,13 +35,13 @@ def _sim(policy, setup, k, n, out_len, prompt=32, seed=0, rate=None):
     wl = Workload(num_prompts=n, request_rate=rate if rate else float("inf"), input_len=LengthDist("fixed", prompt),
                   output_len=LengthDist("fixed", out_len), seed=seed)
     cfg = PolicyConfig(max_num_seqs=setup.max_num_seqs, num_speculative_tokens=k, psd_capacity=setup.psd_capacity,
-                       sd_drafter=setup.sd_drafter, max_num_batched_tokens=None)
+                       sd_drafter=setup.sd_drafter, psd_drafter=setup.psd_drafter, max_num_batched_tokens=None)
     return compute_metrics(simulate(policy, wl.generate(), cfg, setup.costs, setup.curve, seed=seed))
 
 
 @st.composite
 def offline_cases(draw):
-    policy = draw(st.sampled_from(["ar", "sd", "sd-own", "psd", "psd-split", "pearl"]))
+    policy = draw(st.sampled_from(["ar", "sd", "sd-own", "psd", "psd-split", "pearl", "psd-shared", "pearl-shared"]))
     a = draw(st.floats(0.3, 0.95))
     k = draw(st.integers(1, 6))
     y = draw(st.floats(5.0, 30.0)) / 1e3
@@ -51,9 +51,13 @@ def offline_cases(draw):
     m = draw(st.sampled_from([2, 4, 8, 16]))
     out_len = draw(st.integers(17, 49))
     seed = draw(st.integers(0, 1000))
+    # the plugin's measured costs (drafter op, half swap, shared-GPU slowdown), on or off
+    plugin = draw(st.sampled_from([(0.0, 0.0, 0.0, 0.0), (1e-3, 0.5e-3, 20e-6, 0.3)]))
     base = policy.split("-")[0]
-    setup = Setup(AcceptanceCurve.geometric(a), StepCosts(Constant(y), Constant(x), o, tau), m,
-                  "split" if policy == "psd-split" else "double", "own" if policy == "sd-own" else "shared")
+    costs = StepCosts(Constant(y), Constant(x), o, tau, *plugin)
+    setup = Setup(AcceptanceCurve.geometric(a), costs, m, "split" if policy == "psd-split" else "double",
+                  "own" if policy == "sd-own" else "shared",
+                  psd_drafter="shared" if policy.endswith("-shared") else "own")
     return base, setup, k, out_len, seed
 
 
@@ -98,3 +102,17 @@ def test_e2e_under_poisson_load(policy, capacity):
         sim = _sim(policy, setup, 4, 1200, 65, seed=5, rate=rate)
         want = e2e_under_load(policy, setup, 4, rate, 65).e2e_s * 1e3
         assert sim["mean_e2el_ms"] == pytest.approx(want, rel=0.08), (frac, sim["mean_e2el_ms"], want)
+
+
+@pytest.mark.parametrize("policy,drafter", [("psd", "own"), ("psd", "shared"), ("pearl", "shared"), ("sd", "own")])
+def test_plugin_costs_and_gpu_sharing_agree_with_the_simulator(policy, drafter):
+    """The plugin's measured costs (drafter op, half swap per row, shared-GPU slowdown) enter both the same way."""
+    costs = StepCosts(Constant(0.02), Constant(0.004), 0.5e-3, 0.0, drafter_op_s=2e-3, verify_swap_s=1e-3,
+                      verify_swap_row_s=50e-6, shared_gpu_slowdown=0.25)
+    setup = Setup(AcceptanceCurve.geometric(0.7), costs, 8, "double", "own" if policy == "sd" else "shared",
+                  psd_drafter=drafter if policy != "sd" else "own")
+    n = 300 * setup.capacity(policy)
+    sim = _sim(policy, setup, 3, n, 33, seed=4)
+    theory = offline(policy, setup, 3, n, 33, prompt_len=32)
+    assert sim["makespan_s"] == pytest.approx(theory.makespan_s, rel=0.01)
+    assert sim["num_gpus"] == setup.gpus(policy)

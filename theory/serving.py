@@ -53,11 +53,14 @@ class Setup:
     target_gpus: int = 1
     #: Mean cached tokens per running request (prompt + half the output): roofline models use it.
     context_len: float = 0.0
+    #: PSD/PEARL drafter: own GPU (published) or shared with the target (ops stretched by the costs' slowdown).
+    psd_drafter: str = "own"
 
     def __post_init__(self) -> None:
         require(self.psd_capacity in ("double", "split"), "psd_capacity", "must be double or split",
                 self.psd_capacity)
         require(self.sd_drafter in ("shared", "own"), "sd_drafter", "must be shared or own", self.sd_drafter)
+        require(self.psd_drafter in ("own", "shared"), "psd_drafter", "must be own or shared", self.psd_drafter)
         require(self.max_num_seqs >= 1, "max_num_seqs", "must be >= 1", self.max_num_seqs)
 
     def capacity(self, policy: str) -> int:
@@ -67,8 +70,17 @@ class Setup:
         return self.max_num_seqs
 
     def gpus(self, policy: str) -> int:
-        own = policy in ("psd", "pearl") or (policy == "sd" and self.sd_drafter == "own")
+        own = (policy in ("psd", "pearl") and self.psd_drafter == "own") or (policy == "sd" and self.sd_drafter == "own")
         return self.target_gpus + (1 if own else 0)
+
+    def drafter_process(self, policy: str) -> bool:
+        """Whether the drafter runs in a process of its own (the plugin's costs per drafter op apply)."""
+        return policy in ("psd", "pearl") or (policy == "sd" and self.sd_drafter == "own")
+
+    def overlap_stretch(self, policy: str) -> float:
+        """How much longer overlapping target and drafter ops take: ``1 + s`` when they share one GPU."""
+        shared = policy in ("psd", "pearl") and self.psd_drafter == "shared"
+        return 1.0 + self.costs.shared_gpu_slowdown if shared else 1.0
 
     def cross(self, policy: str) -> bool:
         """Whether drafts and verification results cross GPUs (transfers apply)."""
@@ -108,29 +120,31 @@ class Steady:
         return self.cycle_s / self.tokens_per_step
 
 
-def _t(costs: StepCosts, kind: str, batch: float, k: float, ctx: float, cross: bool) -> float:
-    return costs.op_time(kind, batch, k=k, context_len=ctx, cross_device=cross)
+def _t(costs: StepCosts, kind: str, batch: float, k: float, ctx: float, cross: bool, own: bool = False,
+       swap: bool = False) -> float:
+    return costs.op_time(kind, batch, k=k, context_len=ctx, cross_device=cross, own_process=own, swap=swap)
 
 
 def cycle_time(policy: str, setup: Setup, k: int, in_flight: int) -> tuple[float, int]:
     """Seconds between two steps of one request with ``in_flight`` requests running, and engine steps per cycle."""
     c, ctx, n = setup.costs, setup.context_len, in_flight
     o = c.step_overhead_s
-    cross = setup.cross(policy)
+    cross, own, f = setup.cross(policy), setup.drafter_process(policy), setup.overlap_stretch(policy)
     if policy == "ar":
         return o + c.op_time(DECODE, n, context_len=ctx), 1
     if policy == "sd":
-        return o + _t(c, DRAFT, n, k, ctx, cross) + _t(c, VERIFY, n, k, ctx, cross), 1
+        return o + _t(c, DRAFT, n, k, ctx, cross, own) + _t(c, VERIFY, n, k, ctx, cross), 1
     if policy == "psd":
         h1, h2 = math.ceil(n / 2), n // 2
         if h2 == 0:  # one half empty: sequential SD with the drafter on its own GPU
-            return o + _t(c, DRAFT, h1, k, ctx, cross) + _t(c, VERIFY, h1, k, ctx, cross), 1
-        v1, v2 = _t(c, VERIFY, h1, k, ctx, cross), _t(c, VERIFY, h2, k, ctx, cross)
-        d1, d2 = _t(c, DRAFT, h1, k, ctx, cross), _t(c, DRAFT, h2, k, ctx, cross)
-        return 2 * o + max(v1, d2) + max(v2, d1), 2
+            return o + _t(c, DRAFT, h1, k, ctx, cross, own) + _t(c, VERIFY, h1, k, ctx, cross), 1
+        # the halves alternate: every verify swaps the target's batch
+        v1, v2 = _t(c, VERIFY, h1, k, ctx, cross, swap=True), _t(c, VERIFY, h2, k, ctx, cross, swap=True)
+        d1, d2 = _t(c, DRAFT, h1, k, ctx, cross, own), _t(c, DRAFT, h2, k, ctx, cross, own)
+        return 2 * o + f * (max(v1, d2) + max(v2, d1)), 2
     if policy == "pearl":  # the drafter runs k + 1 forwards: a guess of the target's next token, then k drafts
         mean_len = pearl_valid_share(setup.curve, k) * k
-        return o + max(_t(c, VERIFY, n, mean_len, ctx, cross), _t(c, DRAFT, n, k + 1, ctx, cross)), 1
+        return o + f * max(_t(c, VERIFY, n, mean_len, ctx, cross), _t(c, DRAFT, n, k + 1, ctx, cross, own)), 1
     raise ValueError(f"unknown policy {policy!r}")
 
 

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     costs, tp, timing = _costs(a)
     prompt = float(in_lens.mean())
     setup = Setup(curve, costs, cfg.max_num_seqs, cfg.psd_capacity, cfg.sd_drafter, tp,
-                  context_len=prompt + float(out_lens.mean()) / 2)
+                  context_len=prompt + float(out_lens.mean()) / 2, psd_drafter=cfg.psd_drafter)
     out_arg = int(out_lens[0]) if out_lens.size == 1 else out_lens
     res = report(setup, k, k_max, basis, n, out_arg, prompt, slo, None if math.isinf(rate) else rate)
     config = {"accept_curve": curve.to_json(), "timing": timing, "max_num_seqs": cfg.max_num_seqs,
