@@ -229,6 +229,17 @@ class Policy:
         """Remove ``ids`` from the policy's running structures; return those that were there."""
         raise NotImplementedError(f"policy {self.name} does not support live serving (drop)")
 
+    def _remove(self, ids: set[int], *names: str) -> np.ndarray:
+        """Remove ``ids`` from the id arrays named ``names`` (attributes); return those that were there."""
+        found = []
+        for name in names:
+            arr = getattr(self, name)
+            keep = np.asarray([r not in ids for r in arr.tolist()], dtype=bool)
+            if len(arr) and not keep.all():
+                found.append(arr[~keep])
+                setattr(self, name, arr[keep])
+        return np.concatenate(found) if found else EMPTY
+
     # -------------------------------------------------------------- shared helpers
     def k_for(self, batch_size: int) -> int:
         return int(self._k_table[min(batch_size, len(self._k_table) - 1)])

@@ -52,14 +52,7 @@ class PEARL(Lockstep):
         super()._grow(n)
 
     def _drop(self, ids: set[int]) -> np.ndarray:
-        found = []
-        for name in ("running", "pending_prefill"):
-            arr = getattr(self, name)
-            keep = np.asarray([r not in ids for r in arr.tolist()], dtype=bool)
-            if len(arr) and not keep.all():
-                found.append(arr[~keep])
-                setattr(self, name, arr[keep])
-        return np.concatenate(found) if found else EMPTY
+        return self._remove(ids, "running", "pending_prefill")
 
     def _plan(self) -> list[Op]:
         if len(self.pending_prefill):

@@ -50,20 +50,14 @@ class SD(Policy):
 
     def _drop(self, ids: set[int]) -> np.ndarray:
         """Live serving (the plugin's mode sd; separate prefill): leave running, pending and a queued verify."""
-        found = []
-        for name in ("running", "pending_prefill"):
-            arr = getattr(self, name)
-            keep = np.asarray([r not in ids for r in arr.tolist()], dtype=bool)
-            if len(arr) and not keep.all():
-                found.append(arr[~keep])
-                setattr(self, name, arr[keep])
+        found = self._remove(ids, "running", "pending_prefill")
         q = self.queued
         if q is not None:
             keep = np.asarray([r not in ids for r in q.reqs.tolist()], dtype=bool)
             if not keep.all():
                 self.queued = replace(q, reqs=q.reqs[keep], lengths=None if q.lengths is None else q.lengths[keep]) \
                     if keep.any() else None
-        return np.concatenate(found) if found else EMPTY
+        return found
 
     def next_ops(self, free: frozenset[str]) -> list[Op]:
         if self.busy:
