@@ -6,7 +6,9 @@ checkout's top-level folders into the ``minedraft`` namespace, as pyproject's pa
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,3 +52,37 @@ class Clock:
 def emit(obj: dict) -> None:
     """One JSON line on stdout, flushed (numpy scalars as numbers)."""
     print(json.dumps(obj, default=lambda x: x.item() if hasattr(x, "item") else str(x)), flush=True)
+
+
+def add_run_flags(p: argparse.ArgumentParser, engine_start_s: float) -> None:
+    """The flags every GPU benchmark has: warm-up, seed, trace folder, and the deadline of a device call."""
+    p.add_argument("--warmup", type=int, default=8, help="throw-away requests after each engine start")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trace-dir", default=None, help="write each run's trace JSONL here (e.g. $OUT)")
+    p.add_argument("--deadline-s", type=float, default=None,
+                   help="start no run (or engine) after this many seconds; print 'skipped' lines instead")
+    p.add_argument("--engine-start-s", type=float, default=engine_start_s,
+                   help="time an engine start (with warm-up and one run) is assumed to need before the deadline")
+
+
+def run_children(script: str, argv: list[str], jobs: list[tuple[object, list[str]]], deadline_s: float | None,
+                 engine_start_s: float, env: dict | None = None) -> tuple[int, float]:
+    """Run ``script`` once per job (``argv`` + the job's arguments), one engine per child process.
+
+    An in-process engine does not hand all its GPU memory back when dropped, so each engine gets a process.
+    A job is (label, arguments); a job that could not start its engine before the deadline prints a
+    ``skipped`` line with its label. Each child gets the time left as its own ``--deadline-s``. Returns the
+    worst exit code and the seconds spent.
+    """
+    clock = Clock(deadline_s)
+    rc = 0
+    for label, extra in jobs:
+        child = [*argv, *extra]
+        if deadline_s is not None:
+            left = deadline_s - clock.elapsed
+            if left < engine_start_s:
+                emit({"kind": "skipped", "job": label, "reason": "deadline (engine start)"})
+                continue
+            child += ["--deadline-s", f"{left:.0f}"]
+        rc = max(rc, subprocess.run([sys.executable, script, *child], env=env, check=False).returncode)
+    return rc, clock.elapsed

@@ -29,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from _gpu_common import Clock, emit, floats, import_minedraft, ints  # noqa: E402 - beside this script
+from _gpu_common import (  # noqa: E402 - beside this script
+    Clock, add_run_flags, emit, floats, import_minedraft, ints, run_children)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,13 +51,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-num-batched-tokens", type=int, default=2048,
                    help="vLLM's per-step token budget (2048: minedraft-sim's default; 0 = vLLM's default)")
     p.add_argument("--kv-cache-memory-gib", type=float, default=None, help="KV cache size (the CPU build needs it)")
-    p.add_argument("--warmup", type=int, default=8, help="throw-away requests after each engine start")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trace-dir", default=None, help="write each run's trace JSONL here (e.g. $OUT)")
-    p.add_argument("--deadline-s", type=float, default=None,
-                   help="start no run (or engine) after this many seconds; print 'skipped' lines instead")
-    p.add_argument("--engine-start-s", type=float, default=120.0,
-                   help="time an engine start (with warm-up and one run) is assumed to need before the deadline")
+    add_run_flags(p, engine_start_s=120.0)
     p.add_argument("--in-process", action="store_true",
                    help="start every engine in this process (default: one child process per engine, since an "
                         "in-process engine does not hand all its GPU memory back when dropped)")
@@ -67,24 +62,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def engines_in_children(a: argparse.Namespace, argv: list[str]) -> int:
     """Run each engine of the grid in a child process of its own (the same script, one engine each)."""
-    import subprocess
-
-    clock = Clock(a.deadline_s)
-    base = [x for x in argv]
     jobs = [] if a.no_ar else [["--drafts", "", "--ks", "1"]]
     for d in [d for d in a.drafts.split(",") if d.strip()]:
         for k in ints(a.ks):
             jobs.append(["--no-ar", "--drafts", d, "--ks", str(k)])
-    rc = 0
-    for job in jobs:
-        child = base + job + ["--in-process"]
-        if a.deadline_s is not None:
-            left = a.deadline_s - clock.elapsed
-            if left < a.engine_start_s:
-                emit({"kind": "skipped", "job": job, "reason": "deadline (engine start)"})
-                continue
-            child += ["--deadline-s", f"{left:.0f}"]
-        rc = max(rc, subprocess.run([sys.executable, __file__, *child]).returncode)
+    rc, _ = run_children(__file__, argv, [(job, [*job, "--in-process"]) for job in jobs], a.deadline_s,
+                         a.engine_start_s)
     return rc
 
 

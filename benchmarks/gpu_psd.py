@@ -46,12 +46,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _gpu_common import ROOT, Clock, emit, floats, import_minedraft, ints  # noqa: E402 - beside this script
+from _gpu_common import (  # noqa: E402 - beside this script
+    ROOT, Clock, add_run_flags, emit, floats, import_minedraft, ints, run_children)
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:
@@ -91,13 +91,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-num-batched-tokens", type=int, default=2048,
                    help="vLLM's per-step token budget (PSD needs max_num_seqs x (k + 1) at least)")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (target and drafter)")
-    p.add_argument("--warmup", type=int, default=8, help="throw-away requests after each engine start")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trace-dir", default=None, help="write each run's trace JSONL here (e.g. $OUT)")
-    p.add_argument("--deadline-s", type=float, default=None,
-                   help="start no run (or engine) after this many seconds; print 'skipped' lines instead")
-    p.add_argument("--engine-start-s", type=float, default=180.0,
-                   help="time an engine start (with warm-up and one run) is assumed to need before the deadline")
+    add_run_flags(p, engine_start_s=180.0)
     p.add_argument("--measure-swap", action="store_true",
                    help="instead of the grid: what alternating halves costs vLLM's V1 runner and scheduler per step "
                         "(the first --pairs target; --max-num-seqs = rows per half; contexts --swap-contexts)")
@@ -125,20 +119,11 @@ def jobs(a: argparse.Namespace) -> list[dict]:
 
 def parent(a: argparse.Namespace, argv: list[str]) -> int:
     """One child process per engine (this script with --job)."""
-    clock = Clock(a.deadline_s)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    rc = 0
-    for job in jobs(a):
-        child = [*argv, "--job", json.dumps(job)]
-        if a.deadline_s is not None:
-            left = a.deadline_s - clock.elapsed
-            if left < a.engine_start_s:
-                emit({"kind": "skipped", "job": job, "reason": "deadline (engine start)"})
-                continue
-            child += ["--deadline-s", f"{left:.0f}"]
-        rc = max(rc, subprocess.run([sys.executable, __file__, *child], env=env).returncode)
-    emit({"kind": "done", "elapsed_s": round(clock.elapsed, 1)})
+    rc, elapsed = run_children(__file__, argv, [(job, ["--job", json.dumps(job)]) for job in jobs(a)], a.deadline_s,
+                               a.engine_start_s, env)
+    emit({"kind": "done", "elapsed_s": round(elapsed, 1)})
     return rc
 
 
