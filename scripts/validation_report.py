@@ -77,9 +77,10 @@ def psd_section(folder: str, shipped: Path) -> str:
     runs = load_runs([], str(ROOT / folder))
     fit = json.loads((shipped / "plugin.json").read_text())
     with tempfile.TemporaryDirectory() as none:  # no plugin.json there: the step models alone
-        bare = {n: validate(n, r, shipped, "--gpu", 0, plugin=Path(none)) for n, r in runs.items()}
+        bare = {n: validate(n, r, shipped, "--gpu", 0, plugin=Path(none)) for n, r in runs.items()
+                if n.startswith("policy-psd")}
     full = {n: validate(n, r, shipped, "--gpu", 0) for n, r in runs.items()}
-    psd = sorted((n for n in runs if full[n]["policy"] == "psd"),
+    psd = sorted(bare,
                  key=lambda n: (full[n]["target"], full[n]["psd_drafter"], full[n]["psd_capacity"], full[n]["alpha"],
                                 full[n]["max_num_seqs"]))
     held = [full[n] for n in psd if full[n]["alpha"] == 0.8]

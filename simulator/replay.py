@@ -38,6 +38,8 @@ class MeasuredRun:
     curve: AcceptanceCurve | None
     trace: Trace
     header: dict
+    plugin: bool = False  # run through minedraft's vLLM plugin (its own costs apply)
+    target_gpus: int = 1  # the target's tensor-parallel size (the drafter's own GPU, if any, comes on top)
 
 
 def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
@@ -80,7 +82,7 @@ def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
                         sd_drafter="own" if plugin and policy == "sd" else "shared",
                         psd_drafter="shared" if plugin and drafter_device(cfg) == "same" else "own")
     return MeasuredRun(name, policy, str(cfg.get("target")), cfg.get("draft"), k, cfg.get("alpha"), requests, pcfg,
-                       curve, trace, header)
+                       curve, trace, header, plugin, int(ex.get("tensor_parallel_size") or 1))
 
 
 def drafter_device(cfg: dict) -> str | None:
@@ -91,5 +93,4 @@ def drafter_device(cfg: dict) -> str | None:
 
 def replay(run: MeasuredRun, costs: StepCosts, seed: int = 0) -> Trace:
     """Simulate the measured run's requests under its config with ``costs``."""
-    return simulate(run.policy, run.requests, run.cfg, costs, run.curve, seed=seed,
-                    target_gpus=run.trace.num_gpus or 1)
+    return simulate(run.policy, run.requests, run.cfg, costs, run.curve, seed=seed, target_gpus=run.target_gpus)

@@ -51,7 +51,7 @@ def step_models(a: argparse.Namespace) -> Path:
 
 
 def costs_for(folder: Path, target: str, draft: str | None, flag: str, plugin: Path | None = None) -> StepCosts:
-    """The step models in ``folder``; with ``plugin`` (a PSD/PEARL run), also the plugin costs fitted there."""
+    """The step models in ``folder``; with ``plugin`` (a run of the plugin), also the plugin costs fitted there."""
     t = folder / f"{target}.json"
     require(t.is_file(), flag, f"has no step model for target {target} ({t.name})", str(folder))
     target_model, _ = load_step_model(t, flag)
@@ -67,8 +67,7 @@ def costs_for(folder: Path, target: str, draft: str | None, flag: str, plugin: P
 def validate(name: str, records: list[dict], folder: Path, flag: str, seed: int, plugin: Path | None = None) -> dict:
     """Replay one measured run with the step models in ``folder`` (plugin costs from ``plugin``, else ``folder``)."""
     run = measured_run(records, name)
-    costs = costs_for(folder, run.target, run.draft, flag,
-                      plugin=(plugin or folder) if run.policy in ("psd", "pearl") else None)
+    costs = costs_for(folder, run.target, run.draft, flag, plugin=(plugin or folder) if run.plugin else None)
     predicted_trace = replay(run, costs, seed=seed)
     measured, predicted = compute_metrics(run.trace), compute_metrics(predicted_trace)
     ms, ps = step_times(run.trace), step_times(predicted_trace)
