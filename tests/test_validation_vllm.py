@@ -4,11 +4,13 @@ Calibrate step models on some runs of a tiny model pair, then predict a *differe
 max_num_seqs) and compare with what it measured. CPU timings here are noisy (2 shared cores, Python-bound
 steps of a few ms), so the check compares *ratios within one session*: SD's output throughput over
 AR's, predicted vs measured, at the held-out batch. Both runs of a ratio see the same machine state, so
-common slow-downs cancel. Seen on an otherwise idle 2-core machine: predicted and measured ratios within
+common slow-downs cancel, and every run is repeated and its fastest repeat kept (a run lasts ~0.1 s, so
+one busy moment can slow a single run by a third: CI once failed that way with single runs). Seen on an otherwise idle 2-core machine: predicted and measured ratios within
 2-5% of each other in four sessions (absolute throughputs 7-20% apart). The bound, 25%, leaves room
 for a busier machine and still catches a broken composition of step times: here the drafter is as large
 as the target, so its k = 2 forwards are about two thirds of an SD step, and charging them once instead
-of k times moves the predicted ratio by roughly 30%.
+of k times moves the predicted ratio by roughly 30%. With the repeats, the check also held with a busy
+loop on one of the two cores (ratios 1-5% apart in three tries).
 """
 
 import os
@@ -25,6 +27,7 @@ from minedraft.workload import Requests  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 K = 2
+ROUNDS = 5  # repeats of every run; the fastest one is kept (see _fastest)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +60,26 @@ def _run(engine, policy, mns):
     return records
 
 
+def _fastest(engine, policy, mns):
+    """The least disturbed of ROUNDS repeats (highest output throughput): a run takes ~0.1 s here, so one
+    busy moment of the machine can slow a single run by a third; the fastest repeat is the usual remedy."""
+    runs = [_run(engine, policy, mns) for _ in range(ROUNDS)]
+    return max(runs, key=lambda recs: _throughput(recs))
+
+
+def _throughput(recs):
+    from minedraft.simulator.replay import measured_run
+
+    return compute_metrics(measured_run(recs, "x").trace)["output_throughput"]
+
+
 def test_calibrate_on_cpu_then_predict_a_different_run(engines):
     from minedraft.simulator.replay import measured_run, replay
 
     ar, sd = engines
-    calib = {f"{p}-{m}": _run(e, p, m) for p, e in (("ar", ar), ("sd", sd)) for m in (1, 8)}
-    held = {p: _run(e, p, 4) for p, e in (("ar", ar), ("sd", sd))}
+    eng = {"ar": ar, "sd": sd}
+    calib = {f"{p}-{m}": _fastest(eng[p], p, m) for m in (1, 8) for p in eng}  # interleaved: AR, SD, AR, SD
+    held = {p: _fastest(eng[p], p, 4) for p in eng}
     fit = fit_steps([row for n, recs in calib.items() for row in step_rows(recs, n)], "cpu")
     measured, predicted = {}, {}
     for p, recs in held.items():
