@@ -24,6 +24,7 @@ from minedraft.executor.run import run_policy  # noqa: E402
 from minedraft.metrics import compute_metrics  # noqa: E402
 from minedraft.trace import read_records, trace_from_records  # noqa: E402
 from minedraft.workload import Requests  # noqa: E402
+from vllm_models import save_pair  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -39,33 +40,11 @@ def _single_thread_torch():
         torch.set_num_threads(1)
 
 
-def _save_pair(root, cfg, noise, init=0.2, seed=0, independent=False):
-    """A random HF Qwen3 target and a drafter: the target plus noise, or (independent) other weights."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    hf = Qwen3Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "torch_dtype")},
-                     initializer_range=init)
-    torch.manual_seed(seed)
-    target = Qwen3ForCausalLM(hf)
-    draft = Qwen3ForCausalLM(hf)
-    if not independent:
-        draft.load_state_dict(target.state_dict())
-        with torch.no_grad():
-            for p in draft.parameters():
-                p.add_(noise * p.std() * torch.randn_like(p))
-    paths = {}
-    for name, model in (("target", target), ("draft", draft)):
-        model.to(torch.float32).save_pretrained(root / name)
-        paths[name] = str(root / name)
-    return paths
-
-
 @pytest.fixture(scope="session")
 def pair(tmp_path_factory):
     """Target and a perturbed drafter (partial acceptance: rejections happen)."""
     _single_thread_torch()
-    return _save_pair(tmp_path_factory.mktemp("psdpair"), tiny_qwen3_config(), noise=0.05)
+    return save_pair(tmp_path_factory.mktemp("psdpair"), tiny_qwen3_config(), noise=0.05)
 
 
 def _models(paths):
@@ -371,7 +350,7 @@ def test_sampled_tokens_follow_the_targets_distribution(tmp_path_factory, monkey
     and the same test tells them apart from the drafter's."""
     vocab = 32
     cfg = tiny_qwen3_config(vocab=vocab)
-    paths = _save_pair(tmp_path_factory.mktemp(f"dist{mode}"), cfg, noise=0.0, init=0.6, seed=7, independent=True)
+    paths = save_pair(tmp_path_factory.mktemp(f"dist{mode}"), cfg, noise=0.0, init=0.6, seed=7, independent=True)
     n = 1500
     req = Requests(arrival=np.zeros(n), prompt_len=np.full(n, 6, dtype=np.int64), output_len=np.full(n, 3, np.int64))
     prompt = prompt_tokens(3, 0, 6, vocab)
