@@ -80,6 +80,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--waves", type=int, default=4, help="num_prompts = waves x capacity (offline)")
     p.add_argument("--drafter-device", default="same",
                    help="PSD/PEARL drafter: same (the target's GPU) | cuda:N (the N-th visible GPU, alone)")
+    p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
+                   help="target's GPUs (the first TP visible ones); PSD's drafter then goes on --drafter-device cuda:TP "
+                        "for the published layout (issue 11: TP 4 + a fifth GPU)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85,
                    help="AR and SD engines, and a PSD/PEARL target whose drafter is on another GPU")
     p.add_argument("--psd-target-gpu-memory-utilization", type=float, default=0.70,
@@ -186,7 +189,9 @@ def child(a: argparse.Namespace) -> int:
     max_len = a.input_len + a.output_len + 2 * k + 8
     plugin = mode in ("psd", "pearl", "sd-own")
     policy = "sd" if mode == "sd-own" else mode  # the simulator's policy name (sd-own: sd_drafter="own")
+    tp = a.tensor_parallel_size
     labels = {"policy": policy, "target": job["target"], "draft": job["draft"], "k": k,
+              "tensor_parallel_size": tp if tp > 1 else None,
               "drafter_device": a.drafter_device if plugin else None, "sd_drafter": "own" if mode == "sd-own" else None}
     info = {"kind": "setup", "vllm": compat.vllm_version(), **labels}
     try:
@@ -205,7 +210,7 @@ def child(a: argparse.Namespace) -> int:
     kv_bytes = int(a.kv_cache_memory_gib * (1 << 30)) if a.kv_cache_memory_gib else None
     spec = EngineSpec(
         target, draft if mode != "ar" else None, k, max_num_seqs=mns_list[-1], max_model_len=max_len,
-        kv_cache_memory_bytes=kv_bytes,
+        tensor_parallel_size=tp, kv_cache_memory_bytes=kv_bytes,
         gpu_memory_utilization=None if kv_bytes else
         a.psd_target_gpu_memory_utilization if plugin and shared else a.gpu_memory_utilization,
         max_num_batched_tokens=a.max_num_batched_tokens or None, seed=a.seed,
@@ -258,7 +263,7 @@ def child(a: argparse.Namespace) -> int:
                     t = time.monotonic()
                     res = run_policy(eng, policy, req, sink, online=False, seed=a.seed,
                                      header_config={"benchmark": "gpu_psd", **run_labels},
-                                     num_gpus=1 if not plugin or shared else 2)
+                                     num_gpus=tp if not plugin or shared else tp + 1)
                     if writer is not None:
                         writer.close()
                     m = policy_metrics(records, policy, res, False, eng)

@@ -43,8 +43,21 @@ def draft_key(draft: str, target: str) -> str:
     return f"{target}+{draft}"
 
 
-def shipped(gpu: str, target: str, draft: str | None = None) -> Path | None:
-    """The shipped step model of ``target`` (or of ``draft`` drafting for it) on ``gpu``, if measured."""
+def model_key(target: str, tp: int = 1) -> str:
+    """A target's name in fits and file names: ``qwen3-32b`` at TP 1, ``qwen3-32b@tp4`` at TP 4 (vLLM's
+    drafter inside SD runs at the target's TP, so its pair key carries it too: ``qwen3-32b@tp4+qwen3-0.6b``)."""
+    return target if int(tp) == 1 else f"{target}@tp{int(tp)}"
+
+
+def key_tp(key: str) -> int:
+    """The tensor-parallel size a :func:`model_key` (or a pair key built on one) names."""
+    head = key.split("+", 1)[0]
+    return int(head.rsplit("@tp", 1)[1]) if "@tp" in head else 1
+
+
+def shipped(gpu: str, target: str, draft: str | None = None, tp: int = 1) -> Path | None:
+    """The shipped step model of ``target`` at TP ``tp`` (or of ``draft`` drafting for it) on ``gpu``, if measured."""
+    target = model_key(target, tp)
     name = draft_key(draft, target) if draft else target
     p = PROFILES / gpu / f"{name}.json"
     return p if p.is_file() else None
@@ -72,6 +85,8 @@ def step_rows(records: Iterable[dict], run: str = "") -> list[StepRow]:
     cfg = header.get("config") or {}
     target, draft = cfg.get("target"), cfg.get("draft")
     require(target is not None, "trace", "header must name the target (a minedraft-exec trace)", run)
+    tp = int(cfg.get("tensor_parallel_size") or (cfg.get("executor") or {}).get("tensor_parallel_size") or 1)
+    target = model_key(str(target), tp)  # steps at another TP are another model
     prompt = {int(r["request_id"]): int(r["prompt_len"]) for r in recs if r.get("type") == "request"}
     gen: dict[int, int] = {}
     out = []
@@ -112,7 +127,7 @@ class StepFit:
     def to_json(self, model: str) -> dict:
         a = self.models[model]
         return {"kind": STEP_MODEL_KIND, "version": 1, "model": model, "gpu": self.gpu,
-                "tensor_parallel_size": 1, "affine": {t: getattr(a, t) for t in TERMS},
+                "tensor_parallel_size": key_tp(model), "affine": {t: getattr(a, t) for t in TERMS},
                 "fit": {"train_runs": len(self.train_runs),
                         "step_median_abs_rel_error": self.step_median_abs_rel_error},
                 "provenance": self.provenance}

@@ -92,7 +92,10 @@ def synthetic_supported() -> bool:
 
 def speculative_config(draft_path: str, k: int, synthetic_rates: list[float] | None,
                        draft_tp: int = 1) -> dict[str, Any]:
-    """vLLM's ``speculative_config`` for a separate draft model (``method="draft_model"``)."""
+    """vLLM's ``speculative_config`` for a separate draft model (``method="draft_model"``).
+
+    ``draft_tp`` must be the target's TP: both builds' ``DraftModelProposer`` refuse any other (their TP ranks
+    would share one compile cache for a TP 1 drafter), so under TP the drafter is sharded like the target."""
     cfg: dict[str, Any] = {"method": "draft_model", "model": draft_path, "num_speculative_tokens": int(k),
                            "draft_tensor_parallel_size": int(draft_tp)}
     if synthetic_rates is not None:

@@ -162,7 +162,8 @@ class Engine:
             kw = vllm_kwargs(spec.draft.path, spec.k, mode, scheduler_cls=args["scheduler_cls"], **opts)
             args.update(kw)
         elif spec.draft is not None:
-            sc = compat.speculative_config(spec.draft.path, spec.k, spec.synthetic_rates)
+            sc = compat.speculative_config(spec.draft.path, spec.k, spec.synthetic_rates,
+                                            draft_tp=spec.tensor_parallel_size)
             if spec.draft.load_format != spec.target.load_format:
                 raise ValueError("target and drafter must both be checkpoints or both dummy (one load_format)")
             if spec.k_schedule:

@@ -36,7 +36,7 @@ def _run(pair, policy, tp, alpha=None):
 def runs(tmp_path_factory):
     pair = save_pair(tmp_path_factory.mktemp("tppair"), tiny_qwen3_config(), noise=0.05)
     return {(policy, tp, alpha): _run(pair, policy, tp, alpha)
-            for policy, tp, alpha in (("ar", 1, None), ("ar", 2, None), ("psd", 2, None), ("psd", 1, ALPHA),
+            for policy, tp, alpha in (("ar", 1, None), ("ar", 2, None), ("sd", 2, None), ("psd", 2, None), ("psd", 1, ALPHA),
                                       ("psd", 2, ALPHA))}
 
 
@@ -49,6 +49,16 @@ def test_psd_with_the_target_at_tp2_is_exact(runs):
     s = psd["spec_decode"]
     assert 0 < s["num_accepted_tokens"] < s["num_draft_tokens"]  # the drafter (TP 1) differs from the target
     assert psd["mismatched_steps"] == 0
+
+
+def test_vllms_sd_at_tp2_shards_its_drafter_like_the_target(runs):
+    """vLLM's draft_model SD refuses a drafter TP other than the target's (both builds): the executor passes
+    the target's TP (found here: a TP 1 drafter made SD at TP > 1 fail at start, so the TP 4 SD baseline of
+    issue 11 would have)."""
+    sd, ar = runs["sd", 2, None], runs["ar", 2, None]
+    assert sd["tensor_parallel_size"] == 2 and sd["finished"] == 8
+    assert sd["tokens"] == ar["tokens"]
+    assert 0 < sd["spec_decode"]["num_accepted_tokens"] < sd["spec_decode"]["num_draft_tokens"]
 
 
 def test_synthetic_acceptance_keeps_the_tp_ranks_in_step(runs):

@@ -93,3 +93,33 @@ def test_shipped_h200_step_models_predict_held_out_32b_runs(tmp_path, capsys):
 def test_validate_bad_input(args, needle, capsys):
     code, out, err = _validate(args, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
+
+
+def test_steps_at_another_tp_are_another_model(tmp_path):
+    """A TP 4 run's steps fit a model of their own (``tgt@tp4``), saved and looked up under that name."""
+    from minedraft.calibration.steps import key_tp, model_key, shipped, step_rows
+    from minedraft.cli.validate import costs_for
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for tp in (1, 4):
+        for run in range(2):
+            recs = [{"type": "header", "config": {"target": "tgt", "draft": None,
+                                                  "executor": {"tensor_parallel_size": tp}}}]
+            recs += [{"type": "request", "request_id": i, "prompt_len": 64} for i in range(8)]
+            t = 0.0
+            for _ in range(40):
+                b = int(rng.integers(1, 9))
+                dt = (0.02 if tp == 1 else 0.007) + 1e-4 * b
+                recs.append({"type": "op", "op": "decode", "request_ids": list(range(b)), "t_start": t, "t_end": t + dt})
+                t += dt
+            rows += step_rows(recs, f"tp{tp}-{run}")
+    assert {r.target for r in rows} == {"tgt", "tgt@tp4"}
+    fit = fit_steps(rows, "test")
+    assert fit.models["tgt@tp4"].fixed_s == pytest.approx(0.007, rel=0.05)
+    assert fit.models["tgt"].fixed_s == pytest.approx(0.02, rel=0.05)
+    fit.save(tmp_path)
+    saved = json.loads((tmp_path / "tgt@tp4.json").read_text())
+    assert saved["tensor_parallel_size"] == 4 and key_tp("tgt@tp4+drf") == 4 and model_key("tgt", 1) == "tgt"
+    assert costs_for(tmp_path, "tgt", None, "--from", tp=4).target.fixed_s == pytest.approx(0.007, rel=0.05)
+    assert shipped("h200", "qwen3-32b", tp=4) is None  # no TP 4 fit shipped yet: the simulator says roofline

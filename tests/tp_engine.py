@@ -31,7 +31,7 @@ def main(target: str, draft: str, policy: str, tp: str, alpha: str | None = None
         plugin = {"mode": policy, "record": True}
         if alpha is not None:
             plugin |= {"accept_curve": AcceptanceCurve.geometric(float(alpha), K).to_json(), "synthetic_seed": 5}
-    spec = EngineSpec(t, d if plugin else None, K if plugin else 0, max_num_seqs=4, max_model_len=512,
+    spec = EngineSpec(t, d if policy != "ar" else None, K if policy != "ar" else 0, max_num_seqs=4, max_model_len=512,
                       kv_cache_memory_bytes=32 << 20, dtype="float32", tensor_parallel_size=int(tp), plugin=plugin)
     rng = np.random.default_rng(7)
     n = 12 if alpha is not None else 8

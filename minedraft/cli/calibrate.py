@@ -258,7 +258,7 @@ def run_latency(a: argparse.Namespace, argv: list[str] | None) -> int:
     """
     import numpy as np
 
-    from minedraft.calibration.steps import fit_steps, predict_steps, step_rows
+    from minedraft.calibration.steps import draft_key, fit_steps, model_key, predict_steps, step_rows
     from minedraft.costs import StepCosts
     from minedraft.metrics import compute_metrics
     from minedraft.simulator.replay import measured_run, replay
@@ -286,8 +286,8 @@ def run_latency(a: argparse.Namespace, argv: list[str] | None) -> int:
             pred = predict_steps(fit, trows)
             step_err.extend(np.abs(pred / np.array([r.seconds for r in trows]) - 1))
             run = measured_run(recs, n)
-            costs = StepCosts(fit.models[run.target], fit.models.get(f"{run.target}+{run.draft}") if run.draft
-                              else None)
+            tkey = model_key(run.target, run.target_gpus)
+            costs = StepCosts(fit.models[tkey], fit.models.get(draft_key(run.draft, tkey)) if run.draft else None)
             m, p = compute_metrics(run.trace), compute_metrics(replay(run, costs))
             tput_err.append(abs(p["output_throughput"] / m["output_throughput"] - 1))
         console.print(f"held out {len(test)} runs: step |error| median {np.median(step_err):.1%}, p90 "

@@ -354,15 +354,15 @@ def load_latency(path: str, flag: str) -> LatencyModel:
 
 def _shipped_or_roofline(name: str, target: str | None, flag: str, gpu, tp: int) -> tuple[LatencyModel, str]:
     """The step model measured on this GPU for this model (and pair), shipped with the package; else the
-    uncalibrated roofline. Shipped fits are TP 1 for the target (the drafter always runs TP 1)."""
+    uncalibrated roofline (the drafter's at TP 1). Fits are per target TP (``qwen3-32b@tp4.json``)."""
     from minedraft.calibration.steps import load_step_model, shipped
 
     key = name.strip().lower()
-    path = None
-    if tp == 1:  # shipped fits are of TP 1 engines (vLLM's drafter then also runs on that one GPU)
-        path = shipped(gpu.key, target.strip().lower(), key) if target else shipped(gpu.key, key)
+    # fits are per TP: the target's, and vLLM's drafter inside SD runs at the target's TP too
+    path = shipped(gpu.key, target.strip().lower(), key, tp) if target else shipped(gpu.key, key, tp=tp)
     if path is not None:
-        return load_step_model(path, flag)[0], f"fitted to vLLM steps measured on {gpu.key}"
+        return load_step_model(path, flag)[0], f"fitted to vLLM steps measured on {gpu.key}" + (
+            f" at TP {tp}" if tp > 1 else "")
     return _roofline(name, flag, gpu, 1 if target else tp), "roofline (uncalibrated defaults)"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from rich.table import Table
 
 from minedraft.calibration.plugin import with_plugin_costs
-from minedraft.calibration.steps import PROFILES, draft_key, load_step_model
+from minedraft.calibration.steps import PROFILES, draft_key, load_step_model, model_key
 from minedraft.cli import common
 from minedraft.costs import StepCosts
 from minedraft.errors import require
@@ -50,8 +50,11 @@ def step_models(a: argparse.Namespace) -> Path:
     return folder
 
 
-def costs_for(folder: Path, target: str, draft: str | None, flag: str, plugin: Path | None = None) -> StepCosts:
-    """The step models in ``folder``; with ``plugin`` (a run of the plugin), also the plugin costs fitted there."""
+def costs_for(folder: Path, target: str, draft: str | None, flag: str, plugin: Path | None = None,
+              tp: int = 1) -> StepCosts:
+    """The step models in ``folder`` (the target's at TP ``tp``); with ``plugin`` (a run of the plugin), also the
+    plugin costs fitted there."""
+    target = model_key(target, tp)
     t = folder / f"{target}.json"
     require(t.is_file(), flag, f"has no step model for target {target} ({t.name})", str(folder))
     target_model, _ = load_step_model(t, flag)
@@ -67,7 +70,8 @@ def costs_for(folder: Path, target: str, draft: str | None, flag: str, plugin: P
 def validate(name: str, records: list[dict], folder: Path, flag: str, seed: int, plugin: Path | None = None) -> dict:
     """Replay one measured run with the step models in ``folder`` (plugin costs from ``plugin``, else ``folder``)."""
     run = measured_run(records, name)
-    costs = costs_for(folder, run.target, run.draft, flag, plugin=(plugin or folder) if run.plugin else None)
+    costs = costs_for(folder, run.target, run.draft, flag, plugin=(plugin or folder) if run.plugin else None,
+                      tp=run.target_gpus)
     predicted_trace = replay(run, costs, seed=seed)
     measured, predicted = compute_metrics(run.trace), compute_metrics(predicted_trace)
     ms, ps = step_times(run.trace), step_times(predicted_trace)
