@@ -89,8 +89,8 @@ def psd_section(folder: str, shipped: Path) -> str:
     err = lambda r: r["predicted"]["output_throughput"] / r["measured"]["output_throughput"] - 1
     sh, sb = summary(held), summary(base)
 
-    def vs_sd(drafter: str, cap: str) -> str:
-        x = [full[n]["measured"]["output_throughput"] / sd[key]["measured"]["output_throughput"] for n in psd
+    def vs_sd(drafter: str, cap: str, metric: str = "output_throughput") -> str:
+        x = [full[n]["measured"][metric] / sd[key]["measured"][metric] for n in psd
              if full[n]["psd_drafter"] == drafter and full[n]["psd_capacity"] == cap
              and (key := (full[n]["target"], full[n]["draft"], full[n]["k"], full[n]["alpha"], full[n]["max_num_seqs"]))
              in sd]
@@ -173,6 +173,17 @@ concurrency (split) it loses ({vs_sd("own", "split")}). Sharing one GPU, it lose
 plus the drafter's three forwards) {step_ms("sd", 16):.1f} ms, so drafting is a small part of SD's step and
 overlapping it buys little; the plugin's swap and drafter-op costs take the rest. This is the theory's regime of a cheap drafter (T_d/T_v small, `docs/theory.md`),
 where PSD's gain is small even without overheads.
+
+PSD over vLLM's SD (output throughput, measured in the same session, Qwen3-32B + 0.6B, k = 3), on each
+comparison basis:
+
+| basis | PSD layout | PSD / SD |
+|---|---|---|
+| same max_num_seqs (published: PSD holds 2x the requests) | drafter alone on GPU 1, double | {vs_sd("own", "double")} |
+| same concurrency | drafter alone on GPU 1, split | {vs_sd("own", "split")} |
+| same GPU count, per GPU (2 GPUs against 1) | drafter alone on GPU 1, double | {vs_sd("own", "double", "output_throughput_per_gpu")} |
+| same GPU count, one GPU | drafter sharing GPU 0, double | {vs_sd("shared", "double")} |
+| same GPU count and concurrency | drafter sharing GPU 0, split | {vs_sd("shared", "split")} |
 """
 
 
@@ -289,6 +300,12 @@ Next: more warm-up before the first timed run, and repeated runs, so each config
 known.
 
 {psd_section(a.psd_measurements, shipped)}
+## The published 5-GPU layout (issue 11): predicted, not yet measured
+
+Qwen3-32B at TP 4 + a drafter GPU against SD at TP 4 needs eight H200s, not lent so far. The simulator's
+predictions for every run of that grid are in `docs/published_layout.md` (`scripts/published_predictions.py`),
+made before the run so that the run can check them.
+
 ## CPU regression check (CI)
 
 `tests/test_validation_vllm.py` runs the same pipeline on vLLM's CPU build in CI (marker `vllm`): it calibrates

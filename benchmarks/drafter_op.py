@@ -1,0 +1,92 @@
+"""Where a PSD drafter op's time goes: the plugin's drafter (``DraftRunner``, vLLM's runner driven forward by
+forward) timed in-process, forward by forward.
+
+A drafter op syncs each request's copy (keep / append the target's tokens) and runs k forwards; its first
+forward re-enters every copy into vLLM's runner (new-request path) and computes the appended tokens, the
+later ones decode one token per row. Prints one JSON line per batch size: the op's median time, each
+forward's median, and the first forward's excess over a later one (re-entry plus the extra tokens).
+
+CPU (vLLM's CPU build, a tiny random model; the default) or a GPU (``--model qwen3-0.6b``, vLLM 0.26 on a
+lent machine): ``python benchmarks/drafter_op.py --rows 16,64``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from _gpu_common import import_minedraft, ints  # beside this script
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny", help="tiny (a random 2-layer Qwen3, for CPU) | a preset | a model dir")
+    p.add_argument("--rows", default="16,64", help="comma list of rows (requests) per op")
+    p.add_argument("-k", type=int, default=3)
+    p.add_argument("--context", type=int, default=256, help="prompt tokens per request")
+    p.add_argument("--accepted", type=int, default=1, help="drafts the target accepted before each op (+1 bonus)")
+    p.add_argument("--ops", type=int, default=30, help="timed ops per batch size (after 5 warm-up ops)")
+    a = p.parse_args(argv)
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    import_minedraft()
+    import numpy as np
+
+    from minedraft.executor import compat
+    from minedraft.executor.models import resolve_model, tiny_qwen3_config
+    from minedraft.executor.psd.drafter import DraftRunner
+
+    tmp = tempfile.mkdtemp(prefix="drafter-op-")
+    model = resolve_model(tiny_qwen3_config() if a.model == "tiny" else a.model, "--model", Path(tmp))
+    rows = ints(a.rows)
+    spec = {"model": model.path, "load_format": model.load_format, "max_model_len": a.context + (a.ops + 6) * 2 * a.k + 64,
+            "max_num_seqs": max(rows), "max_num_batched_tokens": max(2048, max(rows) * (a.k + 2))}
+    if compat.is_cpu_build():
+        spec["kv_cache_memory_bytes"] = 256 << 20
+    else:
+        spec["gpu_memory_utilization"] = 0.5
+    runner = DraftRunner(spec)
+    times: list[float] = []
+    inner = compat.run_forward
+
+    def timed(core, so):
+        t = time.perf_counter()
+        out = inner(core, so)
+        times.append(time.perf_counter() - t)
+        return out
+
+    compat.run_forward = timed
+    rng = np.random.default_rng(0)
+    next_id = 0
+    for b in rows:
+        ids = list(range(next_id, next_id + b))
+        next_id += b
+        runner.prefill(ids, [rng.integers(10, 500, a.context + 1).tolist() for _ in ids])
+        ops, fwd = [], []
+        for i in range(a.ops + 5):
+            # the target accepted `accepted` drafts of the last op and added its own token
+            keep = [len(runner.copies[r].tokens) - (a.k - a.accepted) for r in ids] if i else \
+                [len(runner.copies[r].tokens) for r in ids]
+            app = [rng.integers(10, 500, 1).tolist() for _ in ids]
+            times.clear()
+            t = time.perf_counter()
+            runner.draft(ids, keep, app, a.k)
+            if i >= 5:
+                ops.append(time.perf_counter() - t)
+                fwd.append(list(times))
+        runner.free(ids)
+        f = np.median(np.asarray(fwd), axis=0)
+        print(json.dumps({"rows": b, "k": a.k, "model": a.model, "platform": compat.platform_name(),
+                          "vllm": compat.vllm_version(), "op_ms": round(float(np.median(ops)) * 1e3, 3),
+                          "forward_ms": [round(float(x) * 1e3, 3) for x in f],
+                          "first_forward_excess": round(float(f[0] / np.median(f[1:]) - 1), 3) if len(f) > 1 else None,
+                          "outside_forwards_ms": round(float(np.median(ops) - f.sum()) * 1e3, 3)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
