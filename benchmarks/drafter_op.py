@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=256, help="prompt tokens per request")
     p.add_argument("--accepted", type=int, default=1, help="drafts the target accepted before each op (+1 bonus)")
     p.add_argument("--ops", type=int, default=30, help="timed ops per batch size (after 5 warm-up ops)")
+    p.add_argument("--fused", default="0,1", help="comma list: 0 = one runner pass per forward (the default "
+                   "drafter), 1 = fused (the plugin's drafter_fused: vLLM's draft_model proposer in the same pass)")
     a = p.parse_args(argv)
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -49,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         spec["kv_cache_memory_bytes"] = 256 << 20
     else:
         spec["gpu_memory_utilization"] = 0.5
-    runner = DraftRunner(spec)
     times: list[float] = []
     inner = compat.run_forward
 
@@ -60,31 +61,46 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     compat.run_forward = timed
-    rng = np.random.default_rng(0)
-    next_id = 0
+    drafts: dict[tuple[int, int], list] = {}
+    for fused in ints(a.fused):
+        # one engine per mode, one after the other (the drafter process holds one)
+        runner = DraftRunner(spec | {"fused_drafts": a.k - 1 if fused else 0})
+        rng = np.random.default_rng(0)  # the same tokens for both modes
+        next_id = 0
+        for b in rows:
+            ids = list(range(next_id, next_id + b))
+            next_id += b
+            runner.prefill(ids, [rng.integers(10, 500, a.context + 1).tolist() for _ in ids])
+            ops, fwd, first = [], [], None
+            for i in range(a.ops + 5):
+                # the target accepted `accepted` drafts of the last op and added its own token
+                keep = [len(runner.copies[r].tokens) - (a.k - a.accepted) for r in ids] if i else \
+                    [len(runner.copies[r].tokens) for r in ids]
+                app = [rng.integers(10, 500, 1).tolist() for _ in ids]
+                times.clear()
+                t = time.perf_counter()
+                got = runner.draft(ids, keep, app, a.k)
+                if i == 0:
+                    first = got.tolist()
+                if i >= 5:
+                    ops.append(time.perf_counter() - t)
+                    fwd.append(list(times))
+            runner.free(ids)
+            drafts[(fused, b)] = first
+            f = np.median(np.asarray(fwd), axis=0)
+            print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "model": a.model,
+                              "platform": compat.platform_name(), "vllm": compat.vllm_version(),
+                              "op_ms": round(float(np.median(ops)) * 1e3, 3), "runner_passes": len(f),
+                              "forward_ms": [round(float(x) * 1e3, 3) for x in f],
+                              "first_forward_excess": round(float(f[0] / np.median(f[1:]) - 1), 3) if len(f) > 1
+                              else None,
+                              "outside_forwards_ms": round(float(np.median(ops) - f.sum()) * 1e3, 3)}), flush=True)
+        runner.core.shutdown()
+        del runner
     for b in rows:
-        ids = list(range(next_id, next_id + b))
-        next_id += b
-        runner.prefill(ids, [rng.integers(10, 500, a.context + 1).tolist() for _ in ids])
-        ops, fwd = [], []
-        for i in range(a.ops + 5):
-            # the target accepted `accepted` drafts of the last op and added its own token
-            keep = [len(runner.copies[r].tokens) - (a.k - a.accepted) for r in ids] if i else \
-                [len(runner.copies[r].tokens) for r in ids]
-            app = [rng.integers(10, 500, 1).tolist() for _ in ids]
-            times.clear()
-            t = time.perf_counter()
-            runner.draft(ids, keep, app, a.k)
-            if i >= 5:
-                ops.append(time.perf_counter() - t)
-                fwd.append(list(times))
-        runner.free(ids)
-        f = np.median(np.asarray(fwd), axis=0)
-        print(json.dumps({"rows": b, "k": a.k, "model": a.model, "platform": compat.platform_name(),
-                          "vllm": compat.vllm_version(), "op_ms": round(float(np.median(ops)) * 1e3, 3),
-                          "forward_ms": [round(float(x) * 1e3, 3) for x in f],
-                          "first_forward_excess": round(float(f[0] / np.median(f[1:]) - 1), 3) if len(f) > 1 else None,
-                          "outside_forwards_ms": round(float(np.median(ops) - f.sum()) * 1e3, 3)}), flush=True)
+        if (0, b) in drafts and (1, b) in drafts:  # the first op's drafts: both modes decode the same greedy tokens
+            same = np.mean(np.asarray(drafts[(0, b)]) == np.asarray(drafts[(1, b)]))
+            print(json.dumps({"rows": b, "fused_drafts_equal_fraction": round(float(same), 4)}), flush=True)
     return 0
 
 

@@ -80,6 +80,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--waves", type=int, default=4, help="num_prompts = waves x capacity (offline)")
     p.add_argument("--drafter-device", default="same",
                    help="PSD/PEARL drafter: same (the target's GPU) | cuda:N (the N-th visible GPU, alone)")
+    p.add_argument("--drafter-fused", action="store_true",
+                   help="the plugin's drafter_fused: one vLLM runner pass per drafter op (vLLM's draft_model proposer "
+                        "over the drafter itself adds the later drafts)")
     p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
                    help="target's GPUs (the first TP visible ones); PSD's drafter then goes on --drafter-device cuda:TP "
                         "for the published layout (issue 11: TP 4 + a fifth GPU)")
@@ -191,7 +194,7 @@ def child(a: argparse.Namespace) -> int:
     policy = "sd" if mode == "sd-own" else mode  # the simulator's policy name (sd-own: sd_drafter="own")
     tp = a.tensor_parallel_size
     labels = {"policy": policy, "target": job["target"], "draft": job["draft"], "k": k,
-              "tensor_parallel_size": tp if tp > 1 else None,
+              "tensor_parallel_size": tp if tp > 1 else None, "drafter_fused": True if plugin and a.drafter_fused else None,
               "drafter_device": a.drafter_device if plugin else None, "sd_drafter": "own" if mode == "sd-own" else None}
     info = {"kind": "setup", "vllm": compat.vllm_version(), **labels}
     try:
@@ -217,6 +220,7 @@ def child(a: argparse.Namespace) -> int:
         enforce_eager=True if a.enforce_eager else None,
         synthetic_rates=curve0.vllm_rates(k) if mode == "sd" else None,
         plugin={"mode": policy, "drafter_device": a.drafter_device, "accept_curve": curve0.to_json(),
+                "drafter_fused": a.drafter_fused,
                 "drafter_gpu_memory_utilization": None if kv_bytes or not shared else a.drafter_gpu_memory_utilization,
                 "drafter_kv_cache_memory_bytes": kv_bytes,
                 "psd_capacity": capacities[0] if mode == "psd" else "double"} if plugin else None)

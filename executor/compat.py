@@ -288,6 +288,11 @@ def draft_engine_core(spec: dict):
     for key in ("kv_cache_memory_bytes", "gpu_memory_utilization", "enforce_eager"):
         if spec.get(key) is not None:
             kw[key] = spec[key]
+    if int(spec.get("fused_drafts") or 0) > 0:
+        # the draft model drafting for itself: one runner pass samples token 1 and vLLM's draft_model
+        # proposer adds the next ones inside the same pass (same weights: same files or the same dummy seed)
+        kw["speculative_config"] = {"method": "draft_model", "model": spec["model"],
+                                    "num_speculative_tokens": int(spec["fused_drafts"]), "draft_tensor_parallel_size": 1}
     if is_cpu_build() and kw.get("enforce_eager") is None:
         kw["enforce_eager"] = True
     try:
@@ -309,12 +314,14 @@ def engine_core_kv_layout(core) -> tuple[int, int, int]:
 
 
 def drafter_scheduler_output(new_reqs, cached, num_scheduled: dict[str, int], finished: set[str], params,
-                             num_groups: int):
+                             num_groups: int, spec_tokens: int = 0):
     """A SchedulerOutput for one drafter forward.
 
     ``new_reqs``: (req_id, token ids, num_computed_tokens, block ids) entering the runner (all their tokens
     as prompt, KV valid for the first ``num_computed_tokens``); ``cached``: (req_id, num_computed_tokens,
-    outputs sampled since entering) already in it; ``finished``: ids the runner should drop first.
+    outputs sampled since entering) already in it; ``finished``: ids the runner should drop first;
+    ``spec_tokens``: drafts the engine's proposer adds after this forward (fused drafting; 0.26 and 0.32 read
+    ``num_spec_tokens_to_schedule``, which vLLM's scheduler sets per step).
     """
     from vllm.v1.core.sched.output import CachedRequestData, NewRequestData, SchedulerOutput
 
@@ -333,7 +340,17 @@ def drafter_scheduler_output(new_reqs, cached, num_scheduled: dict[str, int], fi
     so.total_num_scheduled_tokens = int(sum(num_scheduled.values()))
     so.finished_req_ids = set(finished)
     so.num_common_prefix_blocks = [0] * num_groups  # 0.26: read per KV group for cascade attention
+    so.num_spec_tokens_to_schedule = int(spec_tokens)
     return so
+
+
+def take_drafts(core) -> dict[str, list[int]]:
+    """The proposer's drafts of the last forward of an engine core with a speculative config, by request id
+    (``Executor.take_draft_token_ids``, the call ``EngineCore.step`` makes; same in 0.26 and 0.32)."""
+    out = core.model_executor.take_draft_token_ids()
+    if out is None:
+        return {}
+    return {rid: [int(t) for t in toks] for rid, toks in zip(out.req_ids, out.draft_token_ids)}
 
 
 def run_forward(core, scheduler_output):

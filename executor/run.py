@@ -63,6 +63,7 @@ class ExecOptions:
     async_scheduling: bool = False  # pinned off (vLLM's draft_model default); True = vLLM's GPU default for AR
     psd_capacity: str = "double"  # psd: each half holds max_num_seqs (published) | split
     drafter_device: str = "auto"  # psd/pearl (and sd with sd_drafter="own"): auto | same | cpu | cuda:N
+    drafter_fused: bool = False  # the plugin's drafter: one runner pass per op (PluginConfig.drafter_fused)
     sd_drafter: str = "shared"  # sd: vLLM's draft_model (shared) | the plugin's mode "sd" (own: drafter process)
     model_root: str | None = None
     extra_args: dict = field(default_factory=dict)
@@ -101,7 +102,7 @@ def engine_spec(policy: str, opts: ExecOptions, models: Models, requests: Reques
     plugin = None
     vllm_sd = policy == "sd" and opts.sd_drafter == "shared"
     if spec_on and not vllm_sd:  # the plugin: psd, pearl, or sd with the drafter in a process of its own
-        plugin = {"mode": policy, "drafter_device": opts.drafter_device,
+        plugin = {"mode": policy, "drafter_device": opts.drafter_device, "drafter_fused": opts.drafter_fused,
                   "k_schedule": [list(x) for x in opts.k_schedule] if opts.k_schedule else None,
                   "accept_curve": opts.curve.to_json() if opts.curve is not None else None}
         if policy == "psd":

@@ -42,6 +42,10 @@ class PluginConfig:
     drafter_enforce_eager: bool | None = _help("drafter without CUDA graphs (default: the target's setting)", None)
     drafter_max_num_batched_tokens: int | None = _help(
         "tokens one drafter forward may take (default: the target's budget, at least capacity x (k + 2))", None)
+    drafter_fused: bool = _help(
+        "draft in one vLLM runner pass per op instead of one per token: the drafter's engine carries vLLM's "
+        "draft_model proposer over the same model (two copies of its weights and KV), which adds the drafts after "
+        "the first inside the pass (CUDA graphs, no host round trip per token)", False)
     psd_capacity: str = _help("double: each half holds max_num_seqs (published); split: halves share it", "double")
     k_schedule: tuple[tuple[int, int, int], ...] | None = _help(
         "k per (half-)batch size: inclusive (start, end, k) ranges, capped at num_speculative_tokens", None)
@@ -75,6 +79,8 @@ class PluginConfig:
                     "must be true or false", self.drafter_enforce_eager)
         if self.drafter_max_num_batched_tokens is not None:
             _int(self.drafter_max_num_batched_tokens, "minedraft.drafter_max_num_batched_tokens", 1, 1 << 30)
+        require(isinstance(self.drafter_fused, bool), "minedraft.drafter_fused", "must be true or false",
+                self.drafter_fused)
         require(self.psd_capacity in ("double", "split"), "minedraft.psd_capacity", "must be double or split",
                 self.psd_capacity)
         if self.k_schedule is not None:

@@ -207,13 +207,21 @@ class DraftRunner:
         self.max_reqs = int(cfg.scheduler_config.max_num_seqs)
         self.max_model_len = int(cfg.model_config.max_model_len)
         self.params = SamplingParams(temperature=0.0, max_tokens=1)
+        #: fused drafting: the engine carries vLLM's draft_model proposer over the same model, so one runner pass
+        #: yields the sampled token and ``fused`` more drafts (``spec["fused_drafts"]``; 0: one pass per token)
+        self.fused = int(spec.get("fused_drafts") or 0)
+        if self.fused:  # the proposer's first pass adds one slot per row to the pass's tokens (its buffers hold
+            # max_num_batched_tokens: vLLM's own scheduler keeps that room free the same way)
+            sched = cfg.scheduler_config.max_num_scheduled_tokens or self.max_tokens
+            self.max_tokens = min(int(sched), self.max_tokens - self.max_reqs)
         self.copies: dict[int, Copy] = {}
         self.to_finish: set[str] = set()  # left the runner since the last forward
         self.forwards = 0
         self.facts = {"pid": os.getpid(), "device": compat.platform_name(), "block_size": self.block_size,
                       "num_blocks": self.num_blocks, "max_num_batched_tokens": self.max_tokens,
                       "max_num_seqs": self.max_reqs, "start_s": round(time.perf_counter() - t0, 3),
-                      "enforce_eager": bool(cfg.model_config.enforce_eager), "vllm_version": compat.vllm_version()}
+                      "enforce_eager": bool(cfg.model_config.enforce_eager), "vllm_version": compat.vllm_version(),
+                      "fused_drafts": self.fused}
 
     # ---------------------------------------------------------------------------- blocks
     def _ensure_blocks(self, c: Copy, n_positions: int) -> None:
@@ -234,10 +242,11 @@ class DraftRunner:
                 self.to_finish.add(str(int(rid)))
 
     # --------------------------------------------------------------------------- forwards
-    def _forward(self, rows: list[int], n_new: dict[int, int], enter: set[int]) -> dict[int, int]:
+    def _forward(self, rows: list[int], n_new: dict[int, int], enter: set[int], drafts: int = 0) -> dict[int, int]:
         """One model forward computing ``n_new[rid]`` tokens of each copy in ``rows``; the copies in ``enter``
-        (re-)enter vLLM's runner with their tokens and KV length. Returns the tokens sampled (copies whose
-        tokens were all computed), already appended to the copies."""
+        (re-)enter vLLM's runner with their tokens and KV length; ``drafts``: how many tokens the engine's proposer
+        adds after the sampled one (fused drafting; read them with ``compat.take_drafts``). Returns the tokens
+        sampled (copies whose tokens were all computed), already appended to the copies."""
         from minedraft.executor import compat
 
         finished, self.to_finish = self.to_finish, set()
@@ -252,7 +261,7 @@ class DraftRunner:
             else:
                 cached.append((str(rid), c.kv, len(c.tokens) - c.entered))
         so = compat.drafter_scheduler_output(new_reqs, cached, {str(r): int(n_new[r]) for r in rows}, finished,
-                                             self.params, self.num_groups)
+                                             self.params, self.num_groups, drafts)
         out = compat.run_forward(self.core, so)
         self.forwards += 1
         got: dict[int, int] = {}
@@ -307,6 +316,8 @@ class DraftRunner:
 
     def draft(self, ids, keep, append, n: int) -> np.ndarray:
         """Sync each copy (``keep`` tokens, then ``append``), then ``n`` greedy tokens for every request."""
+        from minedraft.executor import compat
+
         ids = [int(r) for r in ids]
         out = np.zeros((len(ids), n), dtype=np.int32)
         full = []
@@ -325,9 +336,19 @@ class DraftRunner:
         index = {r: i for i, r in enumerate(ids)}
         ids = [r for r in ids if r not in set(full)]
         need = {r: len(self.copies[r].tokens) - self.copies[r].kv for r in ids}
+        fused = 0 < n - 1 <= self.fused
         for rows in self._batches(ids, need):
             if any(need[r] > self.max_tokens for r in rows):
                 raise RuntimeError(f"a request needs more new tokens than the drafter's budget {self.max_tokens}")
+            if fused:  # one runner pass: the sampled token, then the proposer's drafts (no KV for them yet)
+                got = self._forward(rows, need, set(rows), drafts=n - 1)
+                more = compat.take_drafts(self.core)
+                for r in rows:
+                    extra = more[str(r)][:n - 1]
+                    out[index[r], 0] = got[r]
+                    out[index[r], 1:] = extra
+                    self.copies[r].tokens.extend(extra)
+                continue
             for j in range(n):
                 first = j == 0
                 got = self._forward(rows, need if first else dict.fromkeys(rows, 1), set(rows) if first else set())

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drafter-device", default="auto",
                    help="psd/pearl drafter: auto (CPU build: cpu; GPU: the GPU after the target's if there is one, "
                         "else the target's) | same | cpu | cuda:N")
+    g.add_argument("--drafter-fused", default="off",
+                   help="psd/pearl drafter: off (one vLLM runner pass per drafted token) | on (one pass per op: vLLM's "
+                        "draft_model proposer over the drafter itself adds the later drafts inside the pass)")
     g.add_argument("--resume", action="store_true", help="continue the run in --trace, skipping finished requests")
     g = p.add_argument_group("output")
     g.add_argument("--json", default=None, help="write config and results as JSON to PATH ('-' = stdout)")
@@ -116,13 +119,16 @@ def exec_options(a: argparse.Namespace, cfg, curve, model_root: str, speculative
     dev = str(a.drafter_device).strip().lower()
     require(dev in ("auto", "same", "cpu") or (dev.startswith("cuda:") and dev[5:].isdigit()), "--drafter-device",
             "must be auto, same, cpu or cuda:N", a.drafter_device)
+    fused = str(a.drafter_fused).strip().lower()
+    require(fused in ("on", "off"), "--drafter-fused", "must be on or off", a.drafter_fused)
     return dict(target=a.target, draft=a.draft, tensor_parallel_size=tp, k=cfg.num_speculative_tokens,
                 max_num_seqs=cfg.max_num_seqs, curve=curve, k_schedule=cfg.k_schedule,
                 max_num_batched_tokens=cfg.max_num_batched_tokens, kv_cache_tokens=cfg.kv_capacity_tokens,
                 kv_cache_memory_bytes=int(kvm * (1 << 30)) if kvm else None, gpu_memory_utilization=gmu,
                 max_model_len=mml, enforce_eager=None if eager == "auto" else eager == "on", dtype=dtype,
                 seed=0, temperature=temp, warmup=warmup, async_scheduling=async_on, model_root=model_root,
-                psd_capacity=cfg.psd_capacity, drafter_device=dev, sd_drafter=cfg.sd_drafter)
+                psd_capacity=cfg.psd_capacity, drafter_device=dev, drafter_fused=fused == "on",
+                sd_drafter=cfg.sd_drafter)
 
 
 def main(argv: list[str] | None = None) -> int:
