@@ -38,7 +38,10 @@ SHORT = {"same_k": "reading A", "psd_tuned": "PSD k re-tuned", "both_tuned": "re
 DEFAULTS = {"policies": ["ar", "sd", "psd", "pearl"], "timing": "presets", "target": "qwen3-32b",
             "draft": "qwen3-0.6b", "gpu": "h100-sxm", "tp": "4", "draft_ms": "1.5", "verify_ms": "10",
             "accept": "0.7", "k": 5, "max_num_seqs": "16", "psd_capacity": "double", "rate": "inf",
-            "num_prompts": "200", "input_len": "", "output_len": "256", "reading": "same_k"}
+            "num_prompts": "200", "input_len": "", "output_len": "256", "reading": "same_k",
+            "psd_drafter": "own", "plugin_costs": "none"}
+#: How PSD/PEARL are charged: the published design alone, or with the measured costs of minedraft's vLLM plugin
+PLUGIN_COSTS = {"none": "design (as published)", "h200": "minedraft's vLLM plugin (costs measured on H200)"}
 
 
 def _flag(flag: str, value: object) -> list[str]:
@@ -58,6 +61,10 @@ def sim_args(s: dict, policies: list[str] | None = None) -> list[str]:
         argv += _flag("--tensor-parallel-size", s.get("tp"))
     argv += _flag("--accept-curve", s.get("accept")) + _flag("--num-speculative-tokens", s.get("k"))
     argv += _flag("--max-num-seqs", s.get("max_num_seqs")) + _flag("--psd-capacity", s.get("psd_capacity"))
+    if (s.get("psd_drafter") or "own") != "own":
+        argv += _flag("--psd-drafter", s.get("psd_drafter"))
+    if (s.get("plugin_costs") or "none") != "none":
+        argv += _flag("--plugin-costs", s.get("plugin_costs"))
     argv += _flag("--request-rate", s.get("rate") or "inf") + _flag("--num-prompts", s.get("num_prompts"))
     if str(s.get("input_len") or "").strip():
         argv += _flag("--input-len", s.get("input_len"))
@@ -107,7 +114,7 @@ def compute(s: dict) -> View:
 
     req = awl.generate()
     setup = Setup(acurve, acosts, acfg.max_num_seqs, acfg.psd_capacity, acfg.sd_drafter, tp,
-                  context_len=float(np.mean(req.prompt_len) + np.mean(req.output_len) / 2))
+                  context_len=float(np.mean(req.prompt_len) + np.mean(req.output_len) / 2), psd_drafter=acfg.psd_drafter)
     k = cfg.num_speculative_tokens
     where = (f"constant step times: verify {a.verify_ms} ms, draft {a.draft_ms} ms per forward"
              if info["latency_model"] == "constant" else
@@ -298,6 +305,12 @@ def _controls():
                                               style={"width": "80px"})),
         row("PSD capacity", dcc.RadioItems(id="psd-capacity", options=["double", "split"], value=d["psd_capacity"],
                                            inline=True)),
+        row("PSD drafter", dcc.RadioItems(id="psd-drafter", options=[{"label": "own GPU", "value": "own"},
+                                                                     {"label": "sharing the target's", "value": "shared"}],
+                                          value=d["psd_drafter"], inline=True)),
+        row("PSD as", dcc.RadioItems(id="plugin-costs", options=[{"label": v, "value": k}
+                                                                 for k, v in PLUGIN_COSTS.items()],
+                                     value=d["plugin_costs"])),
         row("Request rate (req/s; inf = offline)", dcc.Input(id="request-rate", value=d["rate"], debounce=True,
                                                               style={"width": "100px"})),
         row("Prompts / input len / output len", html.Div([
@@ -313,9 +326,11 @@ def _controls():
 
 
 INPUT_IDS = ("policies", "timing", "target", "draft", "gpu", "tp", "draft-ms", "verify-ms", "accept-curve", "k",
-             "max-num-seqs", "psd-capacity", "request-rate", "num-prompts", "input-len", "output-len", "reading")
+             "max-num-seqs", "psd-capacity", "request-rate", "num-prompts", "input-len", "output-len", "reading",
+             "psd-drafter", "plugin-costs")
 STATE_KEYS = ("policies", "timing", "target", "draft", "gpu", "tp", "draft_ms", "verify_ms", "accept", "k",
-              "max_num_seqs", "psd_capacity", "rate", "num_prompts", "input_len", "output_len", "reading")
+              "max_num_seqs", "psd_capacity", "rate", "num_prompts", "input_len", "output_len", "reading",
+              "psd_drafter", "plugin_costs")
 GRAPHS = ("throughput", "latency", "tradeoff", "regime", "gantt")
 SPAN = {"gantt": {"gridColumn": "1 / span 2"}}
 

@@ -161,3 +161,19 @@ def test_dash_cli_bad_port(capsys):
     except SystemExit as e:
         code = e.code
     assert code == 2 and capsys.readouterr().err.startswith("error: --port:")
+
+
+def test_psd_as_the_plugin_runs_it_and_on_a_shared_gpu():
+    """'PSD as': the design, or charged the plugin's measured costs (--plugin-costs h200); 'PSD drafter': own GPU
+    or sharing the target's (one GPU fewer, ops stretched). Both reach the command line and move PSD's numbers."""
+    base = {r["policy"]: r for r in d.compute(state(policies=["sd", "psd"])).rows}
+    plug = d.compute(state(policies=["sd", "psd"], plugin_costs="h200"))
+    shared = d.compute(state(policies=["sd", "psd"], psd_drafter="shared"))
+    assert "--plugin-costs h200" in plug.command and "--psd-drafter" not in plug.command
+    assert "--psd-drafter shared" in shared.command
+    p = {r["policy"]: r for r in plug.rows}
+    s = {r["policy"]: r for r in shared.rows}
+    assert p["sd"]["out tok/s"] == base["sd"]["out tok/s"]  # SD is vLLM's own: no plugin costs
+    assert p["psd"]["out tok/s"] < base["psd"]["out tok/s"]
+    assert (s["psd"]["GPUs"], base["psd"]["GPUs"]) == (base["sd"]["GPUs"], base["sd"]["GPUs"] + 1)
+    assert s["psd"]["out tok/s"] < base["psd"]["out tok/s"]
