@@ -136,23 +136,6 @@ def test_greedy_output_equals_greedy_ar_token_for_token(greedy_runs, policy):
                                                         rel=0.35)
 
 
-@pytest.mark.parametrize("mode", ["psd", "pearl"])
-def test_fused_drafter_is_exact_and_drafts_each_op_in_one_runner_pass(pair, greedy_runs, mode):
-    """drafter_fused: vLLM's draft_model proposer over the drafter itself adds the drafts after the first inside
-    one runner pass. Same greedy output as AR, and one forward per draft op (k per op without it)."""
-    req, runs = greedy_runs
-    with _engine(pair, {"mode": mode, "drafter_fused": True}) as e:
-        assert e.facts["plugin"]["drafter"]["fused_drafts"] == K - 1 + (1 if mode == "pearl" else 0)
-        records, res = _run(e, mode, req)
-    assert res.tokens == runs["ar"][1].tokens
-    s = res.spec_decode
-    assert 0 < s["num_accepted_tokens"] < s["num_draft_tokens"]
-    drafts = _ops(records, resource="draft", op="draft")
-    assert len(drafts) > 10 and {d["forwards"] for d in drafts} == {1}
-    unfused = _ops(runs[mode][0], resource="draft", op="draft")
-    assert {d["forwards"] for d in unfused} == {K + (1 if mode == "pearl" else 0)}
-
-
 def _ops(records, **match):
     return [r for r in records if r["type"] == "op" and all(r.get(k) == v for k, v in match.items())]
 
@@ -387,6 +370,25 @@ def test_sampled_tokens_follow_the_targets_distribution(tmp_path_factory, monkey
         counts = np.bincount(toks[:, j], minlength=vocab)
         assert _chi2_p(counts, target[j - 1]) > 1e-4, f"token {j + 1}: not the target's distribution"
         assert _chi2_p(counts, draft[j - 1]) < 1e-8, f"token {j + 1}: the test cannot tell target from drafter"
+
+
+# --------------------------------------------------------------------------- fused drafter
+@pytest.mark.parametrize("mode", ["psd", "pearl"])
+def test_fused_drafter_is_exact_and_drafts_each_op_in_one_runner_pass(pair, greedy_runs, mode):
+    """drafter_fused: vLLM's draft_model proposer over the drafter itself adds the drafts after the first inside
+    one runner pass. Same greedy output as AR, and one forward per draft op (k per op without it). Placed after
+    the tests that use the session's engines: closing an in-process engine tears down vLLM's distributed state."""
+    req, runs = greedy_runs
+    with _engine(pair, {"mode": mode, "drafter_fused": True}) as e:
+        assert e.facts["plugin"]["drafter"]["fused_drafts"] == K - 1 + (1 if mode == "pearl" else 0)
+        records, res = _run(e, mode, req)
+    assert res.tokens == runs["ar"][1].tokens
+    s = res.spec_decode
+    assert 0 < s["num_accepted_tokens"] < s["num_draft_tokens"]
+    drafts = _ops(records, resource="draft", op="draft")
+    assert len(drafts) > 10 and {d["forwards"] for d in drafts} == {1}
+    unfused = _ops(runs[mode][0], resource="draft", op="draft")
+    assert {d["forwards"] for d in unfused} == {K + (1 if mode == "pearl" else 0)}
 
 
 # ----------------------------------------------------------------------- synthetic acceptance
