@@ -320,6 +320,10 @@ class DraftRunner:
 
         ids = [int(r) for r in ids]
         out = np.zeros((len(ids), n), dtype=np.int32)
+        fused = 0 < n - 1 <= self.fused
+        # positions past the tokens a pass needs: vLLM's runner drafts for none of a pass's rows (zeros for all)
+        # when one row's length + the proposer's drafts exceeds max_model_len, so such rows leave the pass
+        lead = self.fused if fused else n - 1
         full = []
         for rid, kp, ap in zip(ids, keep, append):
             c = self.copies[rid]
@@ -328,7 +332,7 @@ class DraftRunner:
             del c.tokens[int(kp):]
             c.tokens.extend(int(t) for t in ap)
             c.kv = min(c.kv, len(c.tokens) - 1)
-            if len(c.tokens) + n - 1 > self.max_model_len:  # at the drafter's length limit: dummy drafts
+            if len(c.tokens) + lead > self.max_model_len:  # at the drafter's length limit: dummy drafts
                 full.append(rid)                            # (the target rejects them; lossless)
                 c.tokens.extend([0] * n)
                 continue
@@ -336,7 +340,6 @@ class DraftRunner:
         index = {r: i for i, r in enumerate(ids)}
         ids = [r for r in ids if r not in set(full)]
         need = {r: len(self.copies[r].tokens) - self.copies[r].kv for r in ids}
-        fused = 0 < n - 1 <= self.fused
         for rows in self._batches(ids, need):
             if any(need[r] > self.max_tokens for r in rows):
                 raise RuntimeError(f"a request needs more new tokens than the drafter's budget {self.max_tokens}")
