@@ -40,6 +40,13 @@ def grid() -> list[tuple[str, int, int]]:
     return out
 
 
+def _plugin_costs() -> str:
+    """The shipped plugin fit, as the page states it (calibration/data/profiles/h200/plugin.json)."""
+    c = json.loads((ROOT / "calibration/data/profiles/h200/plugin.json").read_text())
+    return (f"drafter op {c['drafter_op_s'] * 1e3:.1f} ms, half swap {c['verify_swap_s'] * 1e3:.1f} ms + "
+            f"{c['verify_swap_row_s'] * 1e6:.0f} us/row")
+
+
 def simulate(draft: str, k: int, mns: int, curve: str, n: int, capacity: str, plugin: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "out.json"
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
              "- *latency* as published = makespan / requests (the inverse of throughput); E2E = mean per-request "
              "end-to-end latency.",
              "- *design*: the simulator's PSD as published; *+ plugin*: with minedraft's vLLM plugin's costs "
-             "measured at TP 1 on two H200s (drafter op 12 ms, half swap 3.9 ms + 128 us/row).", ""]
+             f"measured at TP 1 on two H200s ({_plugin_costs()}).", ""]
     for c in CURVES:
         lines += [f"## Acceptance: {c}", "",
                   "| drafter | k | max_num_seqs | SD tok/s | PSD/SD tput (design) | PSD/SD tput (+ plugin) | "

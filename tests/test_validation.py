@@ -123,3 +123,29 @@ def test_steps_at_another_tp_are_another_model(tmp_path):
     assert saved["tensor_parallel_size"] == 4 and key_tp("tgt@tp4+drf") == 4 and model_key("tgt", 1) == "tgt"
     assert costs_for(tmp_path, "tgt", None, "--from", tp=4).target.fixed_s == pytest.approx(0.007, rel=0.05)
     assert shipped("h200", "qwen3-32b", tp=4) is None  # no TP 4 fit shipped yet: the simulator says roofline
+
+
+def test_calibrate_latency_takes_several_sessions(tmp_path, capsys):
+    """``--from`` repeats: two sessions' folders fit together; a run name met again is kept as NAME@FOLDER."""
+    from minedraft.cli.calibrate import main as calibrate_main
+
+    rng = np.random.default_rng(3)
+    for session, fixed in (("s1", 0.010), ("s2", 0.010)):
+        d = tmp_path / session
+        d.mkdir()
+        for run in range(2):
+            recs = [{"type": "header", "config": {"target": "tgt", "draft": None}}]
+            recs += [{"type": "request", "request_id": i, "prompt_len": 64} for i in range(8)]
+            t = 0.0
+            for _ in range(40):
+                b = int(rng.integers(1, 9))
+                recs.append({"type": "op", "op": "decode", "request_ids": list(range(b)), "t_start": t,
+                             "t_end": t + fixed + 2e-4 * b})
+                t += fixed + 2e-4 * b
+            (d / f"run{run}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    code, out, err = invoke(calibrate_main, ["latency", "--from", str(tmp_path / "s1"), "--from", str(tmp_path / "s2"),
+                                             "--gpu", "test", "--out", str(tmp_path / "fit")], capsys)
+    assert code == 0, err
+    assert "of 4 runs" in out.replace("\n", " ")
+    prov = json.loads((tmp_path / "fit" / "tgt.json").read_text())["provenance"]
+    assert sorted(prov["runs"]) == ["run0", "run0@s2", "run1", "run1@s2"]

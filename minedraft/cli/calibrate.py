@@ -242,8 +242,9 @@ def _print_estimate(est) -> None:
 # ============================================================================ latency
 def add_latency_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("traces", nargs="*", help="measured traces (minedraft-exec / benchmarks/gpu_ar_sd.py)")
-    p.add_argument("--from", dest="folder", default=None,
-                   help="a measurements folder: every trace in it (*.jsonl, traces_*.tgz)")
+    p.add_argument("--from", dest="folder", action="append", default=None,
+                   help="a measurements folder: every trace in it (*.jsonl, traces_*.tgz); repeat for several "
+                        "sessions on one GPU (a run name met again gets @FOLDER)")
     p.add_argument("--gpu", required=True, help="the GPU the traces were measured on (names the profiles)")
     p.add_argument("--hold-out", default="",
                    help="comma list of run-name patterns kept out of the fit and used to report its error")
@@ -262,11 +263,10 @@ def run_latency(a: argparse.Namespace, argv: list[str] | None) -> int:
     from minedraft.costs import StepCosts
     from minedraft.metrics import compute_metrics
     from minedraft.simulator.replay import measured_run, replay
-    from minedraft.trace import load_runs
 
     out = Path(a.out)
     require(not out.is_file(), "--out", "must be a folder (it is created if missing)", a.out)
-    runs = load_runs(a.traces, a.folder, "--from")
+    runs = _load_sessions(a.traces, a.folder)
     held = [p for p in a.hold_out.split(",") if p]
     train = {n: r for n, r in runs.items() if not any(h in n for h in held)}
     test = {n: r for n, r in runs.items() if any(h in n for h in held)}
@@ -294,6 +294,19 @@ def run_latency(a: argparse.Namespace, argv: list[str] | None) -> int:
                       f"{np.percentile(step_err, 90):.1%}; output throughput |error| median {np.median(tput_err):.1%}, "
                       f"worst {max(tput_err):.1%}")
     return 0
+
+
+def _load_sessions(traces: list[str], folders: list[str] | None) -> dict[str, list[dict]]:
+    """Runs of the trace files and of every ``--from`` folder; a name already taken gets ``@FOLDER``."""
+    from minedraft.trace import load_runs
+
+    if not folders:
+        return load_runs(traces, None, "--from")
+    runs = load_runs(traces, folders[0], "--from")
+    for f in folders[1:]:
+        for name, recs in load_runs([], f, "--from").items():
+            runs[name if name not in runs else f"{name}@{Path(f).name}"] = recs
+    return runs
 
 
 # ============================================================================ plugin
