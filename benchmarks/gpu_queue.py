@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from _gpu_common import Clock, emit  # beside this script
+
 
 def load_jobs(path: Path) -> list[dict]:
     jobs = []
@@ -47,6 +49,10 @@ def load_jobs(path: Path) -> list[dict]:
     return jobs
 
 
+def _done(state: Path) -> set[str]:
+    return set(state.read_text().split()) if state.exists() else set()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("jobs", type=Path)
@@ -58,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hard-stop-s", type=float, default=585, help="kill running jobs at this time")
     p.add_argument("--pack", default="queue", help="name of the .tgz written under --out")
     a = p.parse_args(argv)
-    t0 = time.monotonic()
+    clock = Clock(a.deadline_s)
     jobs = load_jobs(a.jobs)
-    done = set(a.state.read_text().split()) if a.state.exists() else set()
+    done = _done(a.state)
     todo = [j for j in jobs if j["name"] not in done]
     work = a.out / a.pack
     work.mkdir(parents=True, exist_ok=True)
@@ -69,23 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     log = open(work / "queue.log", "a", buffering=1)
 
     def say(msg: str) -> None:
-        log.write(f"{time.monotonic() - t0:7.1f} {msg}\n")
+        log.write(f"{clock.elapsed:7.1f} {msg}\n")
 
     def worker(gpu: str) -> None:
         while True:
             with lock:
-                left = a.deadline_s - (time.monotonic() - t0)
-                job = next((j for j in todo if j["est_s"] <= left), None)
+                job = next((j for j in todo if clock.left(j["est_s"])), None)
                 if job is None:
                     return
                 todo.remove(job)
             jdir = work / job["name"]
             jdir.mkdir(exist_ok=True)
-            left = a.hard_stop_s - (time.monotonic() - t0) - 10
+            left = a.hard_stop_s - clock.elapsed - 10
             cmd = [str(x).replace("{out}", str(jdir)).replace("{left}", f"{left:.0f}") for x in job["cmd"]]
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
             say(f"gpu {gpu} start {job['name']} (est {job['est_s']} s)")
-            t = time.monotonic()
+            t = clock.elapsed
             with open(work / f"{job['name']}.jsonl", "w") as so, open(work / f"{job['name']}.err", "w") as se:
                 proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
                 with lock:
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 rc = proc.wait()
                 with lock:
                     running.pop(job["name"], None)
-            say(f"gpu {gpu} end {job['name']} rc {rc} in {time.monotonic() - t:.0f} s")
+            say(f"gpu {gpu} end {job['name']} rc {rc} in {clock.elapsed - t:.0f} s")
             if rc != -9:  # finished (a failure is not retried); killed at the hard stop: the next call reruns it
                 with lock, open(a.state, "a") as f:
                     f.write(job["name"] + "\n")
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     for th in threads:
         th.start()
     while any(th.is_alive() for th in threads):
-        if time.monotonic() - t0 > a.hard_stop_s:
+        if clock.elapsed > a.hard_stop_s:
             with lock:
                 for name, proc in running.items():
                     say(f"hard stop: killing {name}")
@@ -114,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1)
     for th in threads:
         th.join(timeout=10)
-    left = [j["name"] for j in jobs if j["name"] not in (set(a.state.read_text().split()) if a.state.exists() else set())]
+    done = _done(a.state)
+    left = [j["name"] for j in jobs if j["name"] not in done]
     say(f"left: {' '.join(left) or 'none'}")
     log.close()
     with tarfile.open(a.out / f"{a.pack}.tgz", "w:gz") as tar:
         tar.add(work, arcname=a.pack)
     shutil.rmtree(work)
-    print(json.dumps({"kind": "queue", "elapsed_s": round(time.monotonic() - t0, 1), "left": left}), flush=True)
+    emit({"kind": "queue", "elapsed_s": round(clock.elapsed, 1), "left": left})
     return 0
 
 

@@ -42,7 +42,10 @@ def grid() -> list[tuple[str, int, int]]:
 
 def _plugin_costs() -> str:
     """The shipped plugin fit, as the page states it (calibration/data/profiles/h200/plugin.json)."""
-    c = json.loads((ROOT / "calibration/data/profiles/h200/plugin.json").read_text())
+    from minedraft.calibration.plugin import load_plugin_costs
+    from minedraft.calibration.steps import PROFILES
+
+    c = load_plugin_costs(PROFILES / "h200")
     return (f"drafter op {c['drafter_op_s'] * 1e3:.1f} ms, half swap {c['verify_swap_s'] * 1e3:.1f} ms + "
             f"{c['verify_swap_row_s'] * 1e6:.0f} us/row")
 

@@ -95,6 +95,19 @@ def test_validate_bad_input(args, needle, capsys):
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
 
 
+def _decode_trace(rng, config: dict, fixed_s: float, per_row_s: float) -> list[dict]:
+    """A trace of 40 decode steps of target ``tgt`` (1-8 rows each), each taking fixed_s + per_row_s x rows."""
+    recs = [{"type": "header", "config": {"target": "tgt", "draft": None, **config}}]
+    recs += [{"type": "request", "request_id": i, "prompt_len": 64} for i in range(8)]
+    t = 0.0
+    for _ in range(40):
+        b = int(rng.integers(1, 9))
+        dt = fixed_s + per_row_s * b
+        recs.append({"type": "op", "op": "decode", "request_ids": list(range(b)), "t_start": t, "t_end": t + dt})
+        t += dt
+    return recs
+
+
 def test_steps_at_another_tp_are_another_model(tmp_path):
     """A TP 4 run's steps fit a model of their own (``tgt@tp4``), saved and looked up under that name."""
     from minedraft.calibration.steps import key_tp, model_key, shipped, step_rows
@@ -104,15 +117,7 @@ def test_steps_at_another_tp_are_another_model(tmp_path):
     rows = []
     for tp in (1, 4):
         for run in range(2):
-            recs = [{"type": "header", "config": {"target": "tgt", "draft": None,
-                                                  "executor": {"tensor_parallel_size": tp}}}]
-            recs += [{"type": "request", "request_id": i, "prompt_len": 64} for i in range(8)]
-            t = 0.0
-            for _ in range(40):
-                b = int(rng.integers(1, 9))
-                dt = (0.02 if tp == 1 else 0.007) + 1e-4 * b
-                recs.append({"type": "op", "op": "decode", "request_ids": list(range(b)), "t_start": t, "t_end": t + dt})
-                t += dt
+            recs = _decode_trace(rng, {"executor": {"tensor_parallel_size": tp}}, 0.02 if tp == 1 else 0.007, 1e-4)
             rows += step_rows(recs, f"tp{tp}-{run}")
     assert {r.target for r in rows} == {"tgt", "tgt@tp4"}
     fit = fit_steps(rows, "test")
@@ -130,18 +135,11 @@ def test_calibrate_latency_takes_several_sessions(tmp_path, capsys):
     from minedraft.cli.calibrate import main as calibrate_main
 
     rng = np.random.default_rng(3)
-    for session, fixed in (("s1", 0.010), ("s2", 0.010)):
+    for session in ("s1", "s2"):
         d = tmp_path / session
         d.mkdir()
         for run in range(2):
-            recs = [{"type": "header", "config": {"target": "tgt", "draft": None}}]
-            recs += [{"type": "request", "request_id": i, "prompt_len": 64} for i in range(8)]
-            t = 0.0
-            for _ in range(40):
-                b = int(rng.integers(1, 9))
-                recs.append({"type": "op", "op": "decode", "request_ids": list(range(b)), "t_start": t,
-                             "t_end": t + fixed + 2e-4 * b})
-                t += fixed + 2e-4 * b
+            recs = _decode_trace(rng, {}, 0.010, 2e-4)
             (d / f"run{run}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     code, out, err = invoke(calibrate_main, ["latency", "--from", str(tmp_path / "s1"), "--from", str(tmp_path / "s2"),
                                              "--gpu", "test", "--out", str(tmp_path / "fit")], capsys)
