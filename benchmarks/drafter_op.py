@@ -71,26 +71,29 @@ def main(argv: list[str] | None = None) -> int:
             ids = list(range(next_id, next_id + b))
             next_id += b
             runner.prefill(ids, [rng.integers(10, 500, a.context + 1).tolist() for _ in ids])
-            ops, fwd, first = [], [], None
+            ops, fwd, cpus, first = [], [], [], None
             for i in range(a.ops + 5):
                 # the target accepted `accepted` drafts of the last op and added its own token
                 keep = [len(runner.copies[r].tokens) - (a.k - a.accepted) for r in ids] if i else \
                     [len(runner.copies[r].tokens) for r in ids]
                 app = [rng.integers(10, 500, 1).tolist() for _ in ids]
                 times.clear()
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 got = runner.draft(ids, keep, app, a.k)
+                cpu = time.thread_time() - c
                 if i == 0:
                     first = got.tolist()
                 if i >= 5:
                     ops.append(time.perf_counter() - t)
                     fwd.append(list(times))
+                    cpus.append(cpu)
             runner.free(ids)
             drafts[(fused, b)] = first
             f = np.median(np.asarray(fwd), axis=0)
             print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "model": a.model,
                               "platform": compat.platform_name(), "vllm": compat.vllm_version(),
                               "op_ms": round(float(np.median(ops)) * 1e3, 3), "runner_passes": len(f),
+                              "cpu_ms": round(float(np.median(cpus)) * 1e3, 3),
                               "forward_ms": [round(float(x) * 1e3, 3) for x in f],
                               "first_forward_excess": round(float(f[0] / np.median(f[1:]) - 1), 3) if len(f) > 1
                               else None,

@@ -162,7 +162,27 @@ def overlap_stats(records: list[dict]) -> dict:
     return {"verify_steps": len(step), "steps_with_draft": len(dr), "mean_step_s": mean(step),
             "mean_target_s": mean(tgt), "mean_draft_s": mean(dr), "mean_overlap_s": mean(both),
             "mean_bytes_sent": mean(sent), "mean_bytes_received": mean(recv),
-            "mean_send_latency_s": mean(lat_in), "mean_receive_latency_s": mean(lat_out)}
+            "mean_send_latency_s": mean(lat_in), "mean_receive_latency_s": mean(lat_out),
+            "draft_op_breakdown": draft_breakdown(list(drafts.values()))}
+
+
+def draft_breakdown(drafts: list[dict]) -> dict | None:
+    """Medians over a run's drafter ops of where an op's time went (the drafter's own timing): the op, its
+    runner passes (the first re-enters the copies), the rest of the op (our Python: copies, blocks, inputs),
+    the drafter thread's CPU time and its involuntary context switches."""
+    import numpy as np
+
+    ops = [d for d in drafts if d.get("forward_ms")]
+    if not ops:
+        return None
+    n = min(len(d["forward_ms"]) for d in ops)
+    fwd = np.array([d["forward_ms"][:n] for d in ops])
+    op = np.array([(d["t_end"] - d["t_start"]) * 1e3 for d in ops])
+    med = lambda x: round(float(np.median(x)), 3)  # noqa: E731
+    return {"ops": len(ops), "op_ms": med(op), "forward_ms": [med(fwd[:, j]) for j in range(n)],
+            "outside_forwards_ms": med(op - np.array([sum(d["forward_ms"]) for d in ops])),
+            "cpu_ms": med([d.get("cpu_ms", np.nan) for d in ops]),
+            "preempted": med([d.get("preempted", np.nan) for d in ops])}
 
 
 def child(a: argparse.Namespace) -> int:

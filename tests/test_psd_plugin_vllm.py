@@ -499,4 +499,6 @@ def test_one_gpu_benchmark_script_runs_its_grid_on_cpu(tmp_path):
         o = r["overlap"]
         assert r["requests_in_flight"] == (2 if r["psd_capacity"] == "double" else 1) * r["max_num_seqs"]
         assert o["steps_with_draft"] > 0 and o["mean_overlap_s"] > 0 and 0 < o["mean_bytes_sent"] < 400
+        b = o["draft_op_breakdown"]  # the drafter's own account of its op: k = 2 runner passes inside the op
+        assert len(b["forward_ms"]) == 2 and 0 < sum(b["forward_ms"]) < b["op_ms"] and 0 < b["cpu_ms"]
     assert lines[-1]["kind"] == "done" and len(list((tmp_path / "traces").glob("*.jsonl"))) == 6

