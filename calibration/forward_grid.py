@@ -202,10 +202,20 @@ def profile_shape(profile: LatencyProfile, field: str = "profile") -> ModelShape
 
 
 def fit_profile(profile: LatencyProfile, shape: ModelShape, gpu: GPUSpec, holdout: float = 0.25,
-                seed: int = 0) -> Fit:
+                seed: int = 0, new_tokens: tuple[int, ...] | None = None,
+                field: str = "fit_new_tokens") -> Fit:
     """The roofline fitted to a profile's forward grid, with its error on held-out points
-    (:func:`minedraft.calibration.latency.fit_with_holdout`)."""
-    return fit_with_holdout(Points.from_profile(profile), shape, gpu, profile.tensor_parallel_size, holdout, seed)
+    (:func:`minedraft.calibration.latency.fit_with_holdout`). ``new_tokens`` keeps only those columns of the grid
+    (for example the one-token decodes, the only forwards an engine without a speculative config runs under full
+    CUDA graphs); every value must be one the profile measured."""
+    pts = Points.from_profile(profile)
+    if new_tokens is not None:
+        have = sorted({int(n) for n in profile.forward["new_tokens"]})
+        missing = [n for n in new_tokens if n not in have]
+        require(not missing, field, f"names new-token counts the profile did not measure (it has "
+                f"{','.join(map(str, have))})", ",".join(map(str, missing)))
+        pts = pts.subset(np.flatnonzero(np.isin(pts.new_tokens, new_tokens)))
+    return fit_with_holdout(pts, shape, gpu, profile.tensor_parallel_size, holdout, seed)
 
 
 # ---------------------------------------------------------------------------------------- engine

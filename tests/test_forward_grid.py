@@ -138,6 +138,36 @@ def test_from_without_a_model_config_uses_the_preset_and_the_profiles_gpu(tmp_pa
     code, _, err = invoke(main, ["grid", "--from", str(path)], capsys)
     assert code == 2 and err.startswith("error: --from: needs provenance.model_config or a model preset name")
 
+def test_fit_new_tokens_fits_one_graph_regime_and_rejects_unmeasured_counts(tmp_path, capsys):
+    """As measured on an H200: n = 1 runs under full CUDA graphs, n > 1 under piecewise ones with a fixed host cost
+    on top. Fitting every column mixes the regimes; fitting n = 1 recovers the one-token roofline."""
+    shape, gpu = model_shape("qwen3-8b"), gpu_spec("h200")
+    truth = Roofline(shape, gpu, flop_efficiency=0.5, bandwidth_efficiency=0.85, floor_s=3e-3, floor_per_layer_s=0.0,
+                     per_seq_s=1.5e-5)
+    p = profile_of(truth, _grid(prompt_len=()), "qwen3-8b", "h200")
+    cols = list(p.forward["new_tokens"])
+    p.forward["seconds"] = [[[t + (0.0 if cols[j] == 1 else 7e-3) for t in row] for j, row in enumerate(b)]
+                            for b in p.forward["seconds"]]
+    path = tmp_path / "p.json"
+    p.save(path)
+    loaded = LatencyProfile.load(path)
+    one = fit_profile(loaded, shape, gpu, new_tokens=(1,))
+    assert one.model.bandwidth_efficiency == pytest.approx(0.85, rel=0.02)
+    assert one.model.floor_s == pytest.approx(3e-3, rel=0.05) and one.holdout_max_error < 1e-3
+    assert one.n_train + one.n_holdout == 9 * 3
+    mixed = fit_profile(loaded, shape, gpu)
+    assert mixed.holdout_median_error > 10 * one.holdout_median_error + 0.01
+
+    code, out, _ = invoke(main, ["grid", "--from", str(path), "--fit-new-tokens", "1"], capsys)
+    assert code == 0 and "forward grid (new tokens 1) of qwen3-8b" in out and "7 of 27 points held out" in out
+    code, _, err = invoke(main, ["grid", "--from", str(path), "--fit-new-tokens", "1,3"], capsys)
+    assert code == 2 and err == ("error: --fit-new-tokens: names new-token counts the profile did not measure "
+                                 "(it has 1,2,4,6); got 3\n")
+    code, _, err = invoke(main, ["grid", "--model", "tiny", "--out", str(tmp_path / "x.json"),
+                                 "--fit-new-tokens", "1"], capsys)
+    assert code == 2 and err.startswith("error: --fit-new-tokens: selects what --fit fits")
+
+
 
 def shape_config(shape: ModelShape) -> dict:
     return {"hidden_size": shape.hidden_size, "intermediate_size": shape.intermediate_size,

@@ -400,6 +400,10 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--from", dest="from_profile", default=None,
                    help="fit an existing profile JSON instead of measuring (no vLLM needed)")
     g.add_argument("--holdout", default="0.25", help="share of the forward grid's points held out of the fit")
+    g.add_argument("--fit-new-tokens", default=None,
+                   help="fit only these new-token counts of the grid, comma list (default: all). An engine without a "
+                        "speculative config runs one-token decodes under full CUDA graphs and n > 1 under piecewise "
+                        "graphs, two regimes one roofline does not cover")
     g.add_argument("--quiet", action="store_true", help="no progress bar, no tables")
 
 
@@ -419,6 +423,11 @@ def run_grid(a: argparse.Namespace, argv: list[str] | None) -> int:
     from minedraft.calibration import forward_grid as fg
 
     out, grid, model, label, shape, engine, gpu, holdout = _grid_job(a)  # every flag checked; no vLLM yet
+    new_tokens = _fit_new_tokens(a)
+    require(new_tokens is None or a.fit, "--fit-new-tokens", "selects what --fit fits: give --fit too (or --from)",
+            a.fit_new_tokens)
+    require(new_tokens is None or set(new_tokens) <= set(grid.new_tokens), "--fit-new-tokens",
+            f"must be among --new-tokens ({','.join(map(str, grid.new_tokens))})", a.fit_new_tokens)
     from minedraft.executor import compat
 
     if not compat.vllm_available():
@@ -439,7 +448,7 @@ def run_grid(a: argparse.Namespace, argv: list[str] | None) -> int:
     elif shape is None:
         console.print(f"fit skipped: the model's config.json has no shape the roofline can read ({label})")
     else:
-        _print_fit(console, profile, shape, gpu, holdout)
+        _print_fit(console, profile, shape, gpu, holdout, new_tokens=new_tokens)
     return 0
 
 
@@ -546,20 +555,29 @@ def _fit_only(a: argparse.Namespace) -> int:
                 "is needed: the profile's GPU is not a GPU preset (the roofline needs datasheet figures)", profile.gpu)
     gpu = gpu_spec(a.gpu if a.gpu is not None else profile.gpu, "--gpu")
     shape = fg.profile_shape(profile, "--from")
-    _print_fit(common_console(), profile, shape, gpu, holdout, source=a.from_profile)
+    _print_fit(common_console(), profile, shape, gpu, holdout, source=a.from_profile, new_tokens=_fit_new_tokens(a))
     return 0
 
 
-def _print_fit(console, profile, shape, gpu, holdout: float, source: str | None = None) -> None:
+def _fit_new_tokens(a: argparse.Namespace) -> tuple[int, ...] | None:
+    from minedraft.calibration import forward_grid as fg
+
+    return None if a.fit_new_tokens is None else \
+        fg.parse_axis(a.fit_new_tokens, "--fit-new-tokens", 1, fg.MAX_NEW_TOKENS)
+
+
+def _print_fit(console, profile, shape, gpu, holdout: float, source: str | None = None,
+               new_tokens: tuple[int, ...] | None = None) -> None:
     from minedraft.calibration import forward_grid as fg
 
     try:
-        fit = fg.fit_profile(profile, shape, gpu, holdout)
+        fit = fg.fit_profile(profile, shape, gpu, holdout, new_tokens=new_tokens, field="--fit-new-tokens")
     except InputError as exc:
-        raise exc.relabel("--from" if source else "--fit") from None
+        raise (exc if exc.field == "--fit-new-tokens" else exc.relabel("--from" if source else "--fit")) from None
     m = fit.model
     sheet = "" if profile.gpu == gpu.key else f" with {gpu.key}'s datasheet figures"
-    console.print(f"roofline fitted to the forward grid of {profile.model} on {profile.gpu} (TP "
+    cols = "" if new_tokens is None else f" (new tokens {','.join(map(str, new_tokens))})"
+    console.print(f"roofline fitted to the forward grid{cols} of {profile.model} on {profile.gpu} (TP "
                   f"{profile.tensor_parallel_size}){sheet}" + (f", from {source}" if source else "")
                   + f"; {fit.n_holdout} of {fit.n_train + fit.n_holdout} points held out")
     t = Table()
