@@ -288,16 +288,6 @@ def measure(model, grid: Grid, engine: EngineOptions | None = None, progress: Ca
                           prefill=prefill, dtype=facts["dtype"], provenance=prov)
 
 
-def measure_grid(model, batches, new_tokens, contexts, prompt_lens, repeats: int = 5, warmup: int = 2, *,
-                 prefill_batches=(1,), max_num_batched_tokens: int = 8192, seed: int = 0,
-                 engine: EngineOptions | None = None, progress=None, label=None, gpu=None,
-                 command=None) -> LatencyProfile:
-    """:func:`measure` with the axes given one by one."""
-    grid = Grid(tuple(batches), tuple(new_tokens), tuple(contexts), tuple(prompt_lens), tuple(prefill_batches),
-                repeats, warmup, max_num_batched_tokens, seed)
-    return measure(model, grid, engine, progress, label, gpu, command)
-
-
 class _Measurer:
     """The grid's forwards on one :class:`DraftRunner` (its copies, blocks and entry forward; timed passes here)."""
 
