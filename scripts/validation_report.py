@@ -200,18 +200,12 @@ def step_range(records: list[dict]) -> tuple[float, float]:
     return float(np.percentile(d, 10)), float(np.percentile(d, 90))
 
 
-def steadiness(records: list[dict]) -> float:
-    """p90 / p10 of a run's full-batch target decode/verify ops (no prompt tokens): 1.0 is perfectly steady. The
-    same GPU work each step, so a spread well above the other runs' means the machine disturbed the run."""
-    lo, hi = step_range(records)
-    return hi / lo
-
-
 def one_gpu_section(folder: str, shipped: Path) -> str:
     """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session, k = 1 and 5."""
     runs = load_runs([], str(ROOT / folder))
     full = {n: validate(n, r, shipped, "--gpu", 0) for n, r in runs.items()}
-    spread = {n: steadiness(r) for n, r in runs.items()}
+    ranges = {n: step_range(r) for n, r in runs.items()}  # p10, p90 of full-batch steps: the same GPU work each
+    spread = {n: hi / lo for n, (lo, hi) in ranges.items()}  # step, so p90/p10 well above the others: disturbed
     by = {(v["policy"], v["k"], v["max_num_seqs"]): n for n, v in full.items()}
     results = {}
     for path in sorted((ROOT / folder).glob("results_*.jsonl")):
@@ -220,6 +214,8 @@ def one_gpu_section(folder: str, shipped: Path) -> str:
             if j.get("kind") == "result" and j.get("policy") == "psd":
                 results[(j["k"], j["max_num_seqs"])] = j
     tput = lambda n, w: full[n][w]["output_throughput"]  # noqa: E731
+    mr = lambda k, m: tput(by[("psd", k, m)], "measured") / tput(by[("sd", k, m)], "measured")  # noqa: E731
+    pr = lambda k, m: tput(by[("psd", k, m)], "predicted") / tput(by[("sd", k, m)], "predicted")  # noqa: E731
     err = lambda n: tput(n, "predicted") / tput(n, "measured") - 1  # noqa: E731
     flag = lambda n: f"{spread[n]:.2f}" + (" **disturbed**" if spread[n] > DISTURBED else "")  # noqa: E731
     rows = ["| k | max_num_seqs | AR tok/s | SD tok/s | PSD tok/s | PSD / SD | PSD / AR | SD / AR | PSD predicted "
@@ -228,13 +224,13 @@ def one_gpu_section(folder: str, shipped: Path) -> str:
     ratios = []
     for k, mns in sorted({(v["k"], v["max_num_seqs"]) for v in full.values() if v["policy"] == "psd"}):
         ps, sd, ar = by[("psd", k, mns)], by[("sd", k, mns)], by[("ar", 0, mns)]
-        r = tput(ps, "measured") / tput(sd, "measured")
+        r = mr(k, mns)
         ratios.append((k, mns, r, spread[sd] > DISTURBED))
         rows.append(f"| {k} | {mns} | {tput(ar, 'measured'):,.0f} | {tput(sd, 'measured'):,.0f} | "
                     f"{tput(ps, 'measured'):,.0f} | {r:.2f}x | {tput(ps, 'measured') / tput(ar, 'measured'):.2f}x | "
                     f"{tput(sd, 'measured') / tput(ar, 'measured'):.2f}x | {tput(ps, 'predicted'):,.0f} ({err(ps):+.1%}) | "
                     f"{tput(sd, 'predicted'):,.0f} ({err(sd):+.1%}) | "
-                    f"{tput(ps, 'predicted') / tput(sd, 'predicted'):.2f}x | {flag(sd)}, {flag(ps)} |")
+                    f"{pr(k, mns):.2f}x | {flag(sd)}, {flag(ps)} |")
     ops = ["| k | rows per half | drafter op ms | its runner passes ms | outside the passes ms |", "|---|---|---|---|---|"]
     for (k, mns), j in sorted(results.items()):
         b = j["overlap"]["draft_op_breakdown"]
@@ -243,12 +239,10 @@ def one_gpu_section(folder: str, shipped: Path) -> str:
     clean = [n for n in full if spread[n] <= DISTURBED]
     sc = summary([full[n] for n in clean])
     good = [(k, m, r) for k, m, r, bad in ratios if not bad]
-    bad = [(k, m, r, *step_range(runs[by[("sd", k, m)]])) for k, m, r, b in ratios if b]
+    bad = [(k, m, r, *ranges[by[("sd", k, m)]]) for k, m, r, b in ratios if b]
     steady = [v for v in spread.values() if v <= DISTURBED]
     e2e = {key: full[by[key]]["measured"]["mean_e2el_ms"] for key in by}
     excess = [f[0] - f[1] for x in results if x[0] == 5 for f in [results[x]["overlap"]["draft_op_breakdown"]["forward_ms"]]]
-    mr = lambda k, m: tput(by[("psd", k, m)], "measured") / tput(by[("sd", k, m)], "measured")  # noqa: E731
-    pr = lambda k, m: tput(by[("psd", k, m)], "predicted") / tput(by[("sd", k, m)], "predicted")  # noqa: E731
     return f"""## PSD sharing one H200 at k = 1 and 5 (issue 8)
 
 Measured in `{folder}` (one H200, vLLM 0.26.0, 2026-12-01; COMMANDS.md there): minedraft's plugin with the drafter
