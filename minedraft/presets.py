@@ -16,6 +16,13 @@ from pathlib import Path
 from minedraft.errors import InputError, read_json, require
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8": 1, "fp8": 1}
+_DTYPE_ALIASES = {"half": "float16", "float": "float32"}  # vLLM's --dtype spellings
+
+
+def dtype_bytes(name: str) -> int | None:
+    """Bytes per element of a dtype named as vLLM's ``--dtype`` or a config's ``torch_dtype`` (None: unknown, or
+    ``auto``)."""
+    return _DTYPE_BYTES.get(_DTYPE_ALIASES.get(name, name))
 
 
 @dataclass(frozen=True, slots=True)

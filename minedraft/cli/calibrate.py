@@ -534,7 +534,9 @@ def _with_dtype(shape, dtype: str):
     """The shape with the engine's dtype when one is named (the KV cache takes the model's dtype)."""
     from dataclasses import replace
 
-    b = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}.get(dtype)
+    from minedraft.presets import dtype_bytes
+
+    b = dtype_bytes(dtype)
     return shape if b is None else replace(shape, dtype_bytes=b)
 
 
