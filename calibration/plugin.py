@@ -11,9 +11,11 @@ full-size decode ops (verify ops of a whole half, draft ops of a whole half):
 
 1. runs with the drafter on its own GPU: median(measured verify) - median(predicted verify) per run, fitted
    as ``verify_swap_s`` + ``verify_swap_row_s`` x half size (least squares; a constant if all halves are the
-   same size); ``drafter_op_s`` = the mean of the same difference for draft ops;
-2. runs sharing one GPU, replayed with (1): ``shared_gpu_slowdown`` = mean over runs of the median ratio
-   measured / predicted over their verify and draft ops, minus 1.
+   same size);
+2. runs sharing one GPU, replayed with (1): ``shared_gpu_slowdown`` = mean over runs of measured / predicted
+   verify, minus 1 (the verify's own costs are known from (1), so what is left is the sharing);
+3. ``drafter_op_s`` = the mean over the runs of both layouts of measured draft (divided by
+   1 + ``shared_gpu_slowdown`` when sharing) - predicted draft.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _pairs(runs: dict[str, list[dict]], costs_for, shared: bool, base: dict) -> 
         m, p = op_medians(run.trace, size), op_medians(replay(run, costs), size)
         if None in (m[VERIFY], m[DRAFT], p[VERIFY], p[DRAFT]):
             continue
-        rows.append({"run": name, "half": size, "measured": m, "predicted": p})
+        rows.append({"run": name, "half": size, "k": run.k, "measured": m, "predicted": p})
     return rows
 
 
@@ -78,13 +80,16 @@ def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenanc
             per_row, fixed = (0.0, float(extra.mean())) if per_row < 0 else (float(extra @ rows / (rows @ rows)), 0.0)
     else:
         per_row, fixed = 0.0, float(extra.mean())
-    op = float(np.mean([r["measured"][DRAFT] - r["predicted"][DRAFT] for r in own]))
-    fitted = {"drafter_op_s": max(0.0, op), "verify_swap_s": max(0.0, float(fixed)),
+    fitted = {"drafter_op_s": 0.0, "verify_swap_s": max(0.0, float(fixed)),
               "verify_swap_row_s": max(0.0, float(per_row)), "shared_gpu_slowdown": 0.0}
     shared = _pairs(runs, costs_for, True, fitted)
     if shared:
-        ratios = [np.median([r["measured"][k] / r["predicted"][k] for k in (VERIFY, DRAFT)]) for r in shared]
-        fitted["shared_gpu_slowdown"] = max(0.0, float(np.mean(ratios)) - 1.0)
+        ratio = np.mean([r["measured"][VERIFY] / r["predicted"][VERIFY] for r in shared])
+        fitted["shared_gpu_slowdown"] = max(0.0, float(ratio) - 1.0)
+    stretch = 1.0 + fitted["shared_gpu_slowdown"]
+    both = [(r, 1.0) for r in own] + [(r, stretch) for r in shared]
+    op = np.mean([r["measured"][DRAFT] / f - r["predicted"][DRAFT] for r, f in both])
+    fitted["drafter_op_s"] = max(0.0, float(op))
     return {"kind": KIND, "version": 1, "gpu": gpu, **fitted,
             "fit": {"own_gpu_runs": own, "shared_gpu_runs": shared},
             "provenance": (provenance or {}) | {"date": datetime.date.today().isoformat()}}

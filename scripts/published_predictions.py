@@ -5,7 +5,7 @@ drafter alone on a fifth) against SD on 4 (TP 4, drafter sharing the target's GP
 1.7B, 4B; k = 1..5; max_num_seqs 16 (and 8, 32, 64 with the 0.6B); 1000 offline prompts of 256 output
 tokens. Every figure here comes from ``minedraft-sim`` (run in-process with ``--json``), under the
 step-time sources it states: no TP 4 profile is shipped yet, so the target is the roofline at TP 4
-(modelled); with ``--plugin-costs h200`` the plugin's own costs measured at TP 1 on two H200s are added.
+(modelled); with ``--plugin-costs h200`` the plugin's own costs measured at TP 1 on H200s are added.
 
 Acceptance, stated (both are assumptions for dummy-weight runs, where acceptance is synthetic):
 - ``geometric 0.8``: P(draft j accepted | drafts before it accepted) = 0.8;
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
              "- *latency* as published = makespan / requests (the inverse of throughput); E2E = mean per-request "
              "end-to-end latency.",
              "- *design*: the simulator's PSD as published; *+ plugin*: with minedraft's vLLM plugin's costs "
-             f"measured at TP 1 on two H200s ({_plugin_costs()}).", ""]
+             f"measured at TP 1 on H200s ({_plugin_costs()}).", ""]
     for c in CURVES:
         lines += [f"## Acceptance: {c}", "",
                   "| drafter | k | max_num_seqs | SD tok/s | PSD/SD tput (design) | PSD/SD tput (+ plugin) | "

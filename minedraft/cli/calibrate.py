@@ -314,13 +314,16 @@ def _load_sessions(traces: list[str], folders: list[str] | None) -> dict[str, li
 # ============================================================================ plugin
 def add_plugin_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("traces", nargs="*", help="measured PSD plugin traces (benchmarks/gpu_psd.py)")
-    p.add_argument("--from", dest="folder", default=None,
-                   help="a measurements folder: every trace in it (*.jsonl, traces_*.tgz)")
+    p.add_argument("--from", dest="folder", action="append", default=[],
+                   help="a measurements folder: every trace in it (*.jsonl, traces_*.tgz); repeatable")
     p.add_argument("--gpu", required=True, help="the GPU the traces were measured on")
     p.add_argument("--profile-dir", default=None,
                    help="step models to fit against (default: the ones shipped for --gpu)")
     p.add_argument("--hold-out", default="",
                    help="comma list of run-name patterns kept out of the fit and used to report its error")
+    p.add_argument("--hold-out-from", action="append", default=[],
+                   help="a measurements folder whose every run is kept out of the fit and used to report its "
+                        "error; repeatable")
     p.add_argument("--out", required=True, help="folder to write plugin.json to (beside the step models)")
 
 
@@ -338,10 +341,19 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
     models = Path(a.profile_dir) if a.profile_dir else PROFILES / a.gpu.lower()
     flag = "--profile-dir" if a.profile_dir else "--gpu"
     require(models.is_dir(), flag, "must name a folder of step models", a.profile_dir or a.gpu)
-    runs = {n: r for n, r in load_runs(a.traces, a.folder, "--from").items() if n.startswith("policy-psd")}
+    runs = {}
+    for i, folder in enumerate(a.folder or [None]):
+        more = {n: r for n, r in load_runs(a.traces if i == 0 else [], folder, "--from").items()
+                if n.startswith("policy-psd")}
+        again = sorted(set(more) & set(runs))
+        require(not again, "--from", "folders must not share run names (one run, one name)", again[0] if again else "")
+        runs |= more
     held = [p for p in a.hold_out.split(",") if p]
     train = {n: r for n, r in runs.items() if not any(h in n for h in held)}
     test = {n: r for n, r in runs.items() if any(h in n for h in held)}
+    for folder in a.hold_out_from:
+        test |= {n: r for n, r in load_runs([], folder, "--hold-out-from").items() if n.startswith("policy-psd")}
+        train = {n: r for n, r in train.items() if n not in test}
     prov = {"command": "minedraft-calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
             "step_models": str(models), "runs": sorted(train), "held_out": sorted(test)}
     fit = fit_plugin_costs(train, lambda t, d: costs_for(models, t, d, flag), a.gpu.lower(), prov)
