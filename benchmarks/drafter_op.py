@@ -1,13 +1,19 @@
 """Where a PSD drafter op's time goes: the plugin's drafter (``DraftRunner``, vLLM's runner driven forward by
-forward) timed in-process, forward by forward.
+forward) timed in-process, forward by forward, optionally as a PSD run drives it.
 
 A drafter op syncs each request's copy (keep / append the target's tokens) and runs k forwards; its first
 forward re-enters every copy into vLLM's runner (new-request path) and computes the appended tokens, the
 later ones decode one token per row. Prints one JSON line per batch size: the op's median time, each
 forward's median, and the first forward's excess over a later one (re-entry plus the extra tokens).
 
+Inside PSD runs the op's first forward costs 3-8 ms more than its later ones, in isolation (this script's default)
+0.2-0.4 ms. Two conditions of a run can be replayed here to find out which one costs it: ``--halves 2`` alternates
+the ops between two sets of requests, as PSD's halves do (each op re-enters one half while the runner drops the
+other), and ``--idle-ms`` waits before each op, as the drafter waits for the target's verify (its process and the
+GPU idle in between). One JSON line per (mode, rows, halves, idle).
+
 CPU (vLLM's CPU build, a tiny random model; the default) or a GPU (``--model qwen3-0.6b``, vLLM 0.26 on a
-lent machine): ``python benchmarks/drafter_op.py --rows 16,64``.
+lent machine): ``python benchmarks/drafter_op.py --rows 16,64 --halves 1,2 --idle-ms 0,20``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", type=int, default=30, help="timed ops per batch size (after 5 warm-up ops)")
     p.add_argument("--fused", default="0,1", help="comma list: 0 = one runner pass per forward (the default "
                    "drafter), 1 = fused (the plugin's drafter_fused: vLLM's draft_model proposer in the same pass)")
+    p.add_argument("--halves", default="1", help="comma list: sets of requests the ops alternate between (PSD: 2)")
+    p.add_argument("--idle-ms", default="0", help="comma list: milliseconds to wait before each op (PSD: the "
+                   "target's verify)")
     a = p.parse_args(argv)
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -44,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="drafter-op-")
     model = resolve_model(tiny_qwen3_config() if a.model == "tiny" else a.model, "--model", Path(tmp))
-    rows = ints(a.rows)
+    rows, halves, idles = ints(a.rows), ints(a.halves), [float(x) for x in a.idle_ms.split(",") if x.strip()]
     spec = {"model": model.path, "load_format": model.load_format, "max_model_len": a.context + (a.ops + 6) * 2 * a.k + 64,
             "max_num_seqs": max(rows), "max_num_batched_tokens": max(2048, max(rows) * (a.k + 2))}
     if compat.is_cpu_build():
@@ -67,31 +76,38 @@ def main(argv: list[str] | None = None) -> int:
         runner = DraftRunner(spec | {"fused_drafts": a.k - 1 if fused else 0})
         rng = np.random.default_rng(0)  # the same tokens for both modes
         next_id = 0
-        for b in rows:
-            ids = list(range(next_id, next_id + b))
-            next_id += b
-            runner.prefill(ids, [rng.integers(10, 500, a.context + 1).tolist() for _ in ids])
-            ops, fwd, cpus, first = [], [], [], None
-            for i in range(a.ops + 5):
-                # the target accepted `accepted` drafts of the last op and added its own token
-                keep = [len(runner.copies[r].tokens) - (a.k - a.accepted) for r in ids] if i else \
+        for b, h, idle in ((b, h, idle) for b in rows for h in halves for idle in idles):
+            sets = [list(range(next_id + j * b, next_id + (j + 1) * b)) for j in range(h)]
+            next_id += h * b
+            for ids in sets:
+                runner.prefill(ids, [rng.integers(10, 500, a.context + 1).tolist() for _ in ids])
+            ops, fwd, cpus, first, seen = [], [], [], None, set()
+            for i in range(h * (a.ops + 5)):
+                ids = sets[i % h]
+                # the target accepted `accepted` drafts of the set's last op and added its own token
+                keep = [len(runner.copies[r].tokens) - (a.k - a.accepted) for r in ids] if ids[0] in seen else \
                     [len(runner.copies[r].tokens) for r in ids]
+                seen.add(ids[0])
                 app = [rng.integers(10, 500, 1).tolist() for _ in ids]
+                if idle:
+                    time.sleep(idle / 1e3)
                 times.clear()
                 t, c = time.perf_counter(), time.thread_time()
                 got = runner.draft(ids, keep, app, a.k)
                 cpu = time.thread_time() - c
                 if i == 0:
                     first = got.tolist()
-                if i >= 5:
+                if i >= 5 * h:
                     ops.append(time.perf_counter() - t)
                     fwd.append(list(times))
                     cpus.append(cpu)
-            runner.free(ids)
-            drafts[(fused, b)] = first
+            for ids in sets:
+                runner.free(ids)
+            if h == 1 and not idle:
+                drafts[(fused, b)] = first
             f = np.median(np.asarray(fwd), axis=0)
-            print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "model": a.model,
-                              "platform": compat.platform_name(), "vllm": compat.vllm_version(),
+            print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "halves": h, "idle_ms": idle,
+                              "model": a.model, "platform": compat.platform_name(), "vllm": compat.vllm_version(),
                               "op_ms": round(float(np.median(ops)) * 1e3, 3), "runner_passes": len(f),
                               "cpu_ms": round(float(np.median(cpus)) * 1e3, 3),
                               "forward_ms": [round(float(x) * 1e3, 3) for x in f],

@@ -2,7 +2,7 @@
 
 Usage: python scripts/validation_report.py [--measurements docs/measurements/2026-11-23-h200-ar-sd]
                                           [--psd-measurements docs/measurements/2026-11-23-h200x2-psd]
-                                          [--one-gpu-measurements docs/measurements/2026-12-01-h200-psd-shared]
+                                          [--one-gpu-measurements FOLDER ...]  (one-GPU PSD sessions)
 
 Two calibration / validation splits of the same runs, disjoint within each split:
 - A (shipped): calibrate on AR and the synthetic alpha = 0.6 SD runs; validate on every alpha = 0.8 SD run;
@@ -125,6 +125,8 @@ def psd_section(folder: str, shipped: Path) -> str:
                      f"{err(b):+.1%} | {r['predicted']['output_throughput']:,.0f} | {err(r):+.1%} | {ratio} |")
     ops = ["| run (α 0.6) | verify measured / step model | draft measured / step model |", "|---|---|---|"]
     for row in fit["fit"]["own_gpu_runs"] + fit["fit"]["shared_gpu_runs"]:
+        if row["run"] not in runs:  # fitted runs of other sessions (the one-GPU section)
+            continue
         m, p = row["measured"], row["predicted"]
         name = row["run"].replace("policy-psd_target-", "").replace("_draft-qwen3-0.6b_k-3", "")
         ops.append(f"| {name} | {m['verify'] * 1e3:.1f} / {p['verify'] * 1e3:.1f} ms | "
@@ -144,14 +146,16 @@ runs, full halves):
 
 {chr(10).join(ops)}
 
-Three costs of the plugin are therefore fitted (`minedraft-calibrate plugin --from {folder} --gpu h200
---hold-out alpha-0.8 --out calibration/data/profiles/h200`, `minedraft.calibration.plugin`, on the α = 0.6
-runs only): **{fit['drafter_op_s'] * 1e3:.1f} ms per drafter op** (its process re-enters the requests' copies
-and builds a fresh input batch each op; the step models give the 0.6B drafter's three forwards 6-13 ms),
-**{fit['verify_swap_s'] * 1e3:.1f} ms + {fit['verify_swap_row_s'] * 1e6:.0f} µs per row for each verify of
-alternating halves** (vLLM's persistent batch drops one half's rows and re-adds the other's every step) and a **{fit['shared_gpu_slowdown']:+.0%} slowdown** of overlapping target and drafter ops when both
-processes share one GPU (time-sliced, not concurrent). The drafter op is hidden behind the target's verify on
-its own GPU, but not when sharing.
+Three costs of the plugin are therefore fitted (`{fit['provenance']['command']}`,
+`minedraft.calibration.plugin`: this machine's α = 0.6 runs and the one-GPU runs of 2026-12-01 at k = 1 and 5, below;
+the α = 0.8 runs here and every run of 2026-12-02 are held out): **{fit['verify_swap_s'] * 1e3:.1f} ms + {fit['verify_swap_row_s'] * 1e6:.0f} µs per
+row for each verify of alternating halves** (vLLM's persistent batch drops one half's rows and re-adds the other's
+every step, fitted on the own-GPU runs), a **{fit['shared_gpu_slowdown']:+.0%} slowdown** of overlapping target and
+drafter ops when both processes share one GPU (time-sliced, not concurrent; from the sharing runs' verifies) and
+**{fit['drafter_op_s'] * 1e3:.1f} ms per drafter op** (its process re-enters the requests' copies and builds a fresh
+input batch each op; the step models give the 0.6B drafter's three forwards 6-13 ms; from the draft ops of both
+layouts, the sharing ones divided by the slowdown). The drafter op is hidden behind the target's verify on its own
+GPU, but not when sharing.
 
 | held out | runs | output throughput \|error\| | mean E2E \|error\| |
 |---|---|---|---|
@@ -200,83 +204,156 @@ def step_range(records: list[dict]) -> tuple[float, float]:
     return float(np.percentile(d, 10)), float(np.percentile(d, 90))
 
 
-def one_gpu_section(folder: str, shipped: Path) -> str:
-    """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session, k = 1 and 5."""
-    runs = load_runs([], str(ROOT / folder))
-    full = {n: validate(n, r, shipped, "--gpu", 0) for n, r in runs.items()}
-    ranges = {n: step_range(r) for n, r in runs.items()}  # p10, p90 of full-batch steps: the same GPU work each
-    spread = {n: hi / lo for n, (lo, hi) in ranges.items()}  # step, so p90/p10 well above the others: disturbed
-    by = {(v["policy"], v["k"], v["max_num_seqs"]): n for n, v in full.items()}
-    results = {}
-    for path in sorted((ROOT / folder).glob("results_*.jsonl")):
-        for line in path.read_text().splitlines():
-            j = json.loads(line)
-            if j.get("kind") == "result" and j.get("policy") == "psd":
-                results[(j["k"], j["max_num_seqs"])] = j
+def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
+    """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session (one row per PSD run);
+    each disturbed SD run beside the same configuration in ``reference`` (the AR / SD session of step 5)."""
+    full, spread, ranges, results, session = {}, {}, {}, {}, {}
+    for folder in folders:
+        runs = load_runs([], str(ROOT / folder))
+        for n, r in runs.items():
+            key = (folder, n)
+            full[key] = validate(n, r, shipped, "--gpu", 0)
+            ranges[key] = step_range(r)  # p10, p90 of full-batch steps: the same GPU work each step, so
+            spread[key] = ranges[key][1] / ranges[key][0]  # p90/p10 well above the others: disturbed
+            session[key] = Path(folder).name[:10]
+        for path in sorted((ROOT / folder).glob("results_*.jsonl")):
+            for line in path.read_text().splitlines():
+                j = json.loads(line)
+                if j.get("kind") == "result" and j.get("policy") == "psd":
+                    results[(folder, j["target"], j["draft"], j["k"], j["max_num_seqs"])] = j
+    by = {(f, v["target"], v["draft"] if v["policy"] != "ar" else None, v["policy"], v["k"], v["max_num_seqs"]): (f, n)
+          for (f, n), v in full.items()}
     tput = lambda n, w: full[n][w]["output_throughput"]  # noqa: E731
-    mr = lambda k, m: tput(by[("psd", k, m)], "measured") / tput(by[("sd", k, m)], "measured")  # noqa: E731
-    pr = lambda k, m: tput(by[("psd", k, m)], "predicted") / tput(by[("sd", k, m)], "predicted")  # noqa: E731
     err = lambda n: tput(n, "predicted") / tput(n, "measured") - 1  # noqa: E731
-    flag = lambda n: f"{spread[n]:.2f}" + (" **disturbed**" if spread[n] > DISTURBED else "")  # noqa: E731
-    rows = ["| k | max_num_seqs | AR tok/s | SD tok/s | PSD tok/s | PSD / SD | PSD / AR | SD / AR | PSD predicted "
-            "(error) | SD predicted (error) | PSD / SD predicted | step p90/p10 SD, PSD |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    ratios = []
-    for k, mns in sorted({(v["k"], v["max_num_seqs"]) for v in full.values() if v["policy"] == "psd"}):
-        ps, sd, ar = by[("psd", k, mns)], by[("sd", k, mns)], by[("ar", 0, mns)]
-        r = mr(k, mns)
-        ratios.append((k, mns, r, spread[sd] > DISTURBED))
-        rows.append(f"| {k} | {mns} | {tput(ar, 'measured'):,.0f} | {tput(sd, 'measured'):,.0f} | "
-                    f"{tput(ps, 'measured'):,.0f} | {r:.2f}x | {tput(ps, 'measured') / tput(ar, 'measured'):.2f}x | "
-                    f"{tput(sd, 'measured') / tput(ar, 'measured'):.2f}x | {tput(ps, 'predicted'):,.0f} ({err(ps):+.1%}) | "
-                    f"{tput(sd, 'predicted'):,.0f} ({err(sd):+.1%}) | "
-                    f"{pr(k, mns):.2f}x | {flag(sd)}, {flag(ps)} |")
-    ops = ["| k | rows per half | drafter op ms | its runner passes ms | outside the passes ms |", "|---|---|---|---|---|"]
-    for (k, mns), j in sorted(results.items()):
+    bad = lambda n: spread[n] > DISTURBED  # noqa: E731
+    flag = lambda n: f"{spread[n]:.2f}" + (" **disturbed**" if bad(n) else "")  # noqa: E731
+    short = lambda m: m.replace("qwen3-", "")  # noqa: E731
+    rows = ["| session | pair | k | max_num_seqs | AR tok/s | SD tok/s | PSD tok/s | PSD / SD | PSD / AR | SD / AR | "
+            "PSD predicted (error) | SD predicted (error) | PSD / SD predicted | step p90/p10 SD, PSD |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ratios, e2e, cells = [], [], set()
+    psd_keys = sorted((k for k in by if k[3] == "psd"), key=lambda k: (k[1], k[2], k[4], k[5], k[0]))
+    for f, t, d, _, k, mns in psd_keys:
+        ps, sd, ar = by[(f, t, d, "psd", k, mns)], by.get((f, t, d, "sd", k, mns)), by.get((f, t, None, "ar", 0, mns))
+        cells.add((t, d, k, mns))
+        pair = f"{short(t)} + {short(d)}"
+        if sd is None:
+            continue
+        r = tput(ps, "measured") / tput(sd, "measured")
+        ratios.append((pair, k, mns, r, bad(sd) or bad(ps)))
+        if not (bad(sd) or bad(ps)):
+            e2e.append(full[ps]["measured"]["mean_e2el_ms"] / full[sd]["measured"]["mean_e2el_ms"])
+        vs_ar = lambda n: f"{tput(n, 'measured') / tput(ar, 'measured'):.2f}x" if ar else "–"  # noqa: E731
+        ar_s = f"{tput(ar, 'measured'):,.0f}" if ar else "–"
+        rows.append(f"| {session[ps]} | {pair} | {k} | {mns} | {ar_s} | "
+                    f"{tput(sd, 'measured'):,.0f} | {tput(ps, 'measured'):,.0f} | {r:.2f}x | {vs_ar(ps)} | {vs_ar(sd)} | "
+                    f"{tput(ps, 'predicted'):,.0f} ({err(ps):+.1%}) | {tput(sd, 'predicted'):,.0f} ({err(sd):+.1%}) | "
+                    f"{tput(ps, 'predicted') / tput(sd, 'predicted'):.2f}x | {flag(sd)}, {flag(ps)} |")
+    # SD runs with no PSD run of the same session: reruns of a configuration whose SD run was disturbed
+    reruns = [(key, n) for key, n in by.items() if key[3] == "sd" and (key[0], *key[1:3], "psd", *key[4:]) not in by]
+    rerun_lines = []
+    for (f, t, d, _, k, mns), n in sorted(reruns):
+        first = [m for (g, t2, d2, p2, k2, m2), m in by.items() if (t2, d2, p2, k2, m2) == (t, d, "sd", k, mns) and g != f]
+        before = ", ".join(f"{tput(m, 'measured'):,.0f} tok/s on {session[m]} (p90/p10 {spread[m]:.2f})" for m in first)
+        rerun_lines.append(f"- SD {short(t)} + {short(d)}, k = {k}, max_num_seqs {mns}, rerun on {session[n]}: "
+                           f"{tput(n, 'measured'):,.0f} tok/s, p90/p10 {flag(n)}; before: {before or 'none'}")
+    ops = ["| session | pair | k | rows per half | drafter op ms | its runner passes ms | outside the passes ms |",
+           "|---|---|---|---|---|---|---|"]
+    excess = []
+    for (f, t, d, k, mns), j in sorted(results.items(), key=lambda x: (x[0][1], x[0][2], x[0][3], x[0][4])):
         b = j["overlap"]["draft_op_breakdown"]
-        ops.append(f"| {k} | {mns} | {b['op_ms']:.1f} | {' / '.join(f'{x:.1f}' for x in b['forward_ms'])} | "
-                   f"{b['outside_forwards_ms']:.1f} |")
-    clean = [n for n in full if spread[n] <= DISTURBED]
-    sc = summary([full[n] for n in clean])
-    good = [(k, m, r) for k, m, r, bad in ratios if not bad]
-    bad = [(k, m, r, *ranges[by[("sd", k, m)]]) for k, m, r, b in ratios if b]
-    steady = [v for v in spread.values() if v <= DISTURBED]
-    e2e = {key: full[by[key]]["measured"]["mean_e2el_ms"] for key in by}
-    excess = [f[0] - f[1] for x in results if x[0] == 5 for f in [results[x]["overlap"]["draft_op_breakdown"]["forward_ms"]]]
-    return f"""## PSD sharing one H200 at k = 1 and 5 (issue 8)
+        ops.append(f"| {Path(f).name[:10]} | {short(t)} + {short(d)} | {k} | {mns} | {b['op_ms']:.1f} | "
+                   f"{' / '.join(f'{x:.1f}' for x in b['forward_ms'])} | {b['outside_forwards_ms']:.1f} |")
+        if len(b["forward_ms"]) > 1:
+            excess.append(b["forward_ms"][0] - float(np.median(b["forward_ms"][1:])))
+    outside = max(j["overlap"]["draft_op_breakdown"]["outside_forwards_ms"] for j in results.values())
+    iso_file = "docs/measurements/2026-11-24-h200-sd/drafter_op_qwen3-0.6b.jsonl"
+    iso_rows = [json.loads(x) for x in (ROOT / iso_file).read_text().splitlines() if '"fused": false' in x]
+    iso = ", ".join(f"first pass {r['forward_ms'][0]:.1f} ms against {np.median(r['forward_ms'][1:]):.1f} ms for the "
+                    f"later ones at {r['rows']} rows" for r in iso_rows)
+    clean = [n for n in full if not bad(n)]
+    fit = json.loads((shipped / "plugin.json").read_text())
+    fitted = set(fit["provenance"]["runs"])
+    sp = summary([full[n] for n in clean if full[n]["policy"] == "psd" and n[1] not in fitted])
+    sa = summary([full[n] for n in clean if full[n]["policy"] != "psd"])
+    fitted_sessions = ", ".join(sorted({session[n] for n in full if n[1] in fitted})) or "none"
+    held_sessions = ", ".join(sorted({session[n] for n in full if full[n]["policy"] == "psd"} -
+                                     {session[n] for n in full if n[1] in fitted})) or "none"
+    by_k = {k: float(np.mean([err(n) for n in full if full[n]["policy"] == "psd" and full[n]["k"] == k]))
+            for k in sorted({full[n]["k"] for n in full if full[n]["policy"] == "psd"})}
+    flagged = sorted({f"{full[n]['policy'].upper()} {short(full[n]['target'])} + {short(full[n]['draft'] or '')} "
+                      f"k = {full[n]['k']}, max_num_seqs {full[n]['max_num_seqs']} ({session[n]}: "
+                      f"{ranges[n][0]:.0f}-{ranges[n][1]:.0f} ms)" for n in full if bad(n)})
+    steady = [spread[n] for n in clean]
+    ref_runs = load_runs([], str(ROOT / reference))
+    ref_lines = []
+    for n in sorted(n for n in full if bad(n) and full[n]["policy"] == "sd"):
+        v = full[n]
+        name = f"policy-sd_target-{v['target']}_draft-{v['draft']}_k-{v['k']}_alpha-0.8_mns-{v['max_num_seqs']}"
+        if name in ref_runs:
+            ref = validate(name, ref_runs[name], shipped, "--gpu", 0)
+            ar_name = f"policy-ar_target-{v['target']}_mns-{v['max_num_seqs']}"
+            ar_now = by.get((n[0], v["target"], None, "ar", 0, v["max_num_seqs"]))
+            ar_ratio = ""
+            if ar_now and ar_name in ref_runs:
+                ar_ref = validate(ar_name, ref_runs[ar_name], shipped, "--gpu", 0)
+                ar_ratio = (f"; AR of the same target and batch: {tput(ar_now, 'measured') / ar_ref['measured']['output_throughput']:.2f}x "
+                            f"the {Path(reference).name[:10]} host's")
+            ref_lines.append(f"- SD {short(v['target'])} + {short(v['draft'])}, k = {v['k']}, {v['max_num_seqs']} rows, "
+                             f"{session[n]}: {tput(n, 'measured'):,.0f} tok/s, "
+                             f"{tput(n, 'measured') / ref['measured']['output_throughput']:.2f}x the "
+                             f"{ref['measured']['output_throughput']:,.0f} tok/s of {Path(reference).name[:10]} "
+                             f"(`benchmarks/gpu_ar_sd.py`, another H200 host){ar_ratio}")
+    good = [(p, k, m, r) for p, k, m, r, b in ratios if not b]
+    want = {(t, d, k, m) for t, d in (("qwen3-32b", "qwen3-0.6b"), ("qwen3-32b", "qwen3-1.7b"), ("qwen3-8b", "qwen3-0.6b"))
+            for k in (1, 3, 5) for m in (16, 64)}
+    k3 = {(t, d, 3, m) for t, d, k, m in want if d == "qwen3-0.6b"}  # measured 2026-11-23 (the two-GPU machine)
+    missing = sorted(want - cells - k3)
+    return f"""## PSD sharing one H200 at k = 1, 3 and 5 (issue 8)
 
-Measured in `{folder}` (one H200, vLLM 0.26.0, 2026-12-01; COMMANDS.md there): minedraft's plugin with the drafter
-sharing the target's GPU (PSD, capacity double), vLLM's SD and AR, all in one session on one machine; Qwen3-32B +
-Qwen3-0.6B, synthetic α = 0.8, max_num_seqs 16 and 64, 256/256 tokens, two waves. Predicted with the shipped H200
-step models and plugin costs (`minedraft-validate --all {folder} --gpu h200`); none of these runs was fitted.
-The last column is each run's steadiness: p90 / p10 of its full-batch target steps, which do the same GPU work every
-step.
+Measured in {", ".join(f"`{f}`" for f in folders)} (one H200 each, vLLM 0.26.0; COMMANDS.md there): minedraft's
+plugin with the drafter sharing the target's GPU (PSD, capacity double) against vLLM's SD and AR, each row from one
+session on one machine; synthetic α = 0.8, max_num_seqs 16 and 64, 256/256 tokens, two waves. Predicted with the
+shipped H200 step models and plugin costs (`minedraft-validate --all FOLDER --gpu h200`). The step models fitted
+none of these runs; the plugin costs fitted the PSD runs of {fitted_sessions} and none of {held_sessions}
+(`calibration/data/profiles/h200/plugin.json`, its provenance). The last column is each run's steadiness: p90 / p10 of its full-batch target steps, which do the same GPU
+work every step; above {DISTURBED} a run is flagged as disturbed. (For Qwen3-8B SD at k ≥ 3 that test is weak: on the
+2026-11-23 host its steps spread 1.27-1.53 in runs that repeated.) AR is "–" where the session did not run that
+target.
 
 {chr(10).join(rows)}
 
-{"**Disturbed**: " + "; ".join(f"SD at k = {k}, max_num_seqs {m} (full-batch steps {lo:.0f}-{hi:.0f} ms, p10-p90)" for k, m, _, lo, hi in bad) + f", where every other run's steps hold p90/p10 {min(steady):.2f}-{max(steady):.2f}; so its PSD / SD ratio " + ", ".join(f"{r:.2f}x" for _, _, r, _, _ in bad) + " is not a measurement of PSD; it is left out of the conclusions and waits for a rerun." if bad else "No run was disturbed."}
-The steady runs' predictions: output throughput {'|error|'} median {sc['output_throughput']['median_abs_error']:.1%},
-worst {sc['output_throughput']['max_abs_error']:.1%} ({sc['runs']} runs); AR and SD are over-predicted here as on
-the 2026-11-23 two-GPU machine (the step models come from another H200 host).
+**Disturbed** (flagged, left out of the conclusions): {"; ".join(flagged) if flagged else "none"}. Steady runs hold
+p90/p10 {min(steady):.2f}-{max(steady):.2f}. The disturbed SD runs beside the same configuration measured before:
 
-**What this adds** (measured, same session, steady runs): PSD sharing one GPU against vLLM's SD at the same
-max_num_seqs: {', '.join(f'{r:.2f}x at k = {k}, max_num_seqs {m}' for k, m, r in good)}. So sharing the GPU, PSD
-at best ties SD (k = 1, 16 rows) and loses at 64 rows, as at k = 3 (2026-11-23, below), and it
-pays in latency: with twice the requests in flight (double), its mean E2E is
-{e2e[('psd', 1, 16)] / e2e[('sd', 1, 16)]:.1f}x SD's at k = 1, 16 rows and {e2e[('psd', 5, 64)] / e2e[('sd', 5, 64)]:.1f}x at k = 5, 64 rows.
-Predicted, PSD / SD is {pr(1, 16):.2f}x and {pr(1, 64):.2f}x at k = 1 (measured {mr(1, 16):.2f}x, {mr(1, 64):.2f}x) and
-{pr(5, 64):.2f}x at k = 5, 64 rows (measured {mr(5, 64):.2f}x): the plugin's one fixed drafter-op cost, fitted at k = 3,
-does not follow k (PSD is under-predicted at k = 1 and over-predicted at k = 5).
+{chr(10).join(ref_lines)}
+
+Reruns (an SD job repeated without its PSD partner):
+
+{chr(10).join(rerun_lines)}
+
+The steady runs' predictions, output throughput |error|: PSD runs the plugin costs did not fit, median
+{sp['output_throughput']['median_abs_error']:.1%}, worst {sp['output_throughput']['max_abs_error']:.1%} ({sp['runs']} runs); AR and SD, median
+{sa['output_throughput']['median_abs_error']:.1%}, worst {sa['output_throughput']['max_abs_error']:.1%} ({sa['runs']} runs: the step models
+over-predict these hosts, as on the 2026-11-23 two-GPU machine).
+
+**What this says** (measured, same session, both runs steady): PSD sharing one GPU against vLLM's SD at the same
+max_num_seqs: {'; '.join(f'{p}, k = {k}, {m} rows: {r:.2f}x' for p, k, m, r in good)}. Sharing the GPU, PSD
+ties or loses against SD on the 32B target and pays in latency: with twice the requests in flight (double), its mean
+E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. The plugin's one drafter-op cost does not follow k: PSD's mean
+prediction error is {by_k[1]:+.1%} at k = 1, {by_k[3]:+.1%} at k = 3 and {by_k[5]:+.1%} at k = 5 (all PSD runs above).
+
+Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "nothing"}.
 
 The drafter's own account of its op (medians over each run's ops; `draft_op_breakdown` of `benchmarks/gpu_psd.py`):
 
 {chr(10).join(ops)}
 
-The first runner pass of each op re-enters the requests' copies and costs {min(excess):.1f}-{max(excess):.1f} ms
-more than the later ones at k = 5; that, not our Python around the passes (outside the passes: at most
-{max(results[x]["overlap"]["draft_op_breakdown"]["outside_forwards_ms"] for x in results):.1f} ms), is the plugin's
-drafter-op overhead. Keeping requests resident in the drafter's runner (docs/psd_plugin.md, open problems) is the
-lever it points to.
+The first runner pass of each op costs {min(excess):.1f}-{max(excess):.1f} ms more than the later ones inside these runs; our
+Python around the passes takes at most {outside:.1f} ms. The same op in isolation (`benchmarks/drafter_op.py`, Qwen3-0.6B,
+k = 3, `{iso_file}`) costs only {iso}: re-entering the copies is not what costs the time, the run's conditions
+are. `benchmarks/drafter_op.py --halves 2 --idle-ms 20` replays two of them (ops alternating between two halves of
+requests, the drafter idle while the target verifies) for the next GPU session to tell which.
 """
 
 
@@ -284,7 +361,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--measurements", default="docs/measurements/2026-11-23-h200-ar-sd")
     ap.add_argument("--psd-measurements", default="docs/measurements/2026-11-23-h200x2-psd")
-    ap.add_argument("--one-gpu-measurements", default="docs/measurements/2026-12-01-h200-psd-shared")
+    ap.add_argument("--one-gpu-measurements", nargs="+", default=["docs/measurements/2026-12-01-h200-psd-shared",
+                                                                 "docs/measurements/2026-12-02-h200-psd-shared"])
     a = ap.parse_args()
     runs = load_runs([], str(ROOT / a.measurements))
     shipped = ROOT / "calibration/data/profiles/h200"
@@ -316,7 +394,7 @@ def main() -> None:
 
 Every number on this page is printed by `python scripts/validation_report.py` from the committed GPU
 measurements in `{a.measurements}` (one NVIDIA H200, vLLM 0.26.0, torch 2.11; see its COMMANDS.md) and,
-for PSD, `{a.psd_measurements}` and `{a.one_gpu_measurements}`, and
+for PSD, `{a.psd_measurements}` and {', '.join(f'`{f}`' for f in a.one_gpu_measurements)}, and
 can be re-checked run by run with `minedraft-validate RUN --gpu h200` or `minedraft-validate --all DIR
 --gpu h200`.
 
@@ -393,7 +471,7 @@ What the model now holds, and what remains:
 Next: more warm-up before the first timed run, and repeated runs, so each configuration's noise is
 known.
 
-{one_gpu_section(a.one_gpu_measurements, shipped)}
+{one_gpu_section(a.one_gpu_measurements, shipped, a.measurements)}
 {psd_section(a.psd_measurements, shipped)}
 ## The published 5-GPU layout (issue 11): predicted, not yet measured
 
