@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", type=int, default=30, help="timed ops per batch size (after 5 warm-up ops)")
     p.add_argument("--fused", default="0,1", help="comma list: 0 = one runner pass per forward (the default "
                    "drafter), 1 = fused (the plugin's drafter_fused: vLLM's draft_model proposer in the same pass)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="draw each row's accepted drafts from a geometric curve instead (--accepted for all rows): rows "
+                        "then need one or two tokens at an op's start, as in a run")
+    p.add_argument("--uniform", default="0", help="comma list: 0 = the drafter's default passes, 1 = "
+                   "drafter_uniform_passes (rows two tokens behind catch up first; every pass one token a row)")
     p.add_argument("--halves", default="1", help="comma list: sets of requests the ops alternate between (PSD: 2)")
     p.add_argument("--idle-ms", default="0", help="comma list: milliseconds to wait before each op (PSD: the "
                    "target's verify)")
@@ -70,23 +75,27 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     compat.run_forward = timed
-    drafts: dict[tuple[int, int], list] = {}
+    drafts: dict[tuple, np.ndarray] = {}
     for fused in ints(a.fused):
         # one engine per mode, one after the other (the drafter process holds one)
         runner = DraftRunner(spec | {"fused_drafts": a.k - 1 if fused else 0})
-        rng = np.random.default_rng(0)  # the same tokens for both modes
         next_id = 0
-        for b, h, idle in ((b, h, idle) for b in rows for h in halves for idle in idles):
+        combos = [(b, h, idle, u) for b in rows for h in halves for idle in idles for u in ints(a.uniform)]
+        for b, h, idle, uniform in combos:
+            runner.uniform = bool(uniform)
+            rng = np.random.default_rng([b, h, int(idle * 1e3)])  # the same tokens and acceptances in every mode
             sets = [list(range(next_id + j * b, next_id + (j + 1) * b)) for j in range(h)]
             next_id += h * b
             for ids in sets:
                 runner.prefill(ids, [rng.integers(10, 500, a.context + 1).tolist() for _ in ids])
-            ops, fwd, cpus, first, seen = [], [], [], None, set()
+            ops, fwd, cpus, got_all, seen = [], [], [], [], set()
             for i in range(h * (a.ops + 5)):
                 ids = sets[i % h]
                 # the target accepted `accepted` drafts of the set's last op and added its own token
-                keep = [len(runner.copies[r].tokens) - (a.k - a.accepted) for r in ids] if ids[0] in seen else \
-                    [len(runner.copies[r].tokens) for r in ids]
+                acc = np.minimum(rng.geometric(1 - a.alpha, len(ids)) - 1, a.k) if a.alpha is not None else \
+                    np.full(len(ids), a.accepted)
+                keep = [len(runner.copies[r].tokens) - (a.k - int(x)) for r, x in zip(ids, acc)] if ids[0] in seen \
+                    else [len(runner.copies[r].tokens) for r in ids]
                 seen.add(ids[0])
                 app = [rng.integers(10, 500, 1).tolist() for _ in ids]
                 if idle:
@@ -95,18 +104,19 @@ def main(argv: list[str] | None = None) -> int:
                 t, c = time.perf_counter(), time.thread_time()
                 got = runner.draft(ids, keep, app, a.k)
                 cpu = time.thread_time() - c
-                if i == 0:
-                    first = got.tolist()
+                got_all.append(got)
                 if i >= 5 * h:
                     ops.append(time.perf_counter() - t)
                     fwd.append(list(times))
                     cpus.append(cpu)
             for ids in sets:
                 runner.free(ids)
-            if h == 1 and not idle:
-                drafts[(fused, b)] = first
+            drafts[(fused, uniform, b, h, idle)] = np.concatenate(got_all)
+            counts = [len(x) for x in fwd]  # a catch-up pass adds one (uniform passes): the usual count's ops
+            fwd = [x for x in fwd if len(x) == max(set(counts), key=counts.count)]
             f = np.median(np.asarray(fwd), axis=0)
-            print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "halves": h, "idle_ms": idle,
+            print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "uniform_passes": bool(uniform), "halves": h,
+                              "idle_ms": idle, "alpha": a.alpha,
                               "model": a.model, "platform": compat.platform_name(), "vllm": compat.vllm_version(),
                               "op_ms": round(float(np.median(ops)) * 1e3, 3), "runner_passes": len(f),
                               "cpu_ms": round(float(np.median(cpus)) * 1e3, 3),
@@ -116,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                               "outside_forwards_ms": round(float(np.median(ops) - f.sum()) * 1e3, 3)}), flush=True)
         runner.core.shutdown()
         del runner
-    for b in rows:
-        if (0, b) in drafts and (1, b) in drafts:  # the first op's drafts: both modes decode the same greedy tokens
-            same = np.mean(np.asarray(drafts[(0, b)]) == np.asarray(drafts[(1, b)]))
-            print(json.dumps({"rows": b, "fused_drafts_equal_fraction": round(float(same), 4)}), flush=True)
+    for (fused, uniform, b, h, idle), d in drafts.items():  # every mode decodes the same greedy tokens
+        base = drafts.get((0, 0, b, h, idle))
+        if (fused or uniform) and base is not None:
+            mode = "fused" if fused else "uniform"
+            print(json.dumps({"rows": b, "halves": h, "idle_ms": idle, "uniform_passes": bool(uniform),
+                              f"{mode}_drafts_equal_fraction": round(float(np.mean(base == d)), 4)}), flush=True)
     return 0
 
 

@@ -80,6 +80,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--waves", type=int, default=4, help="num_prompts = waves x capacity (offline)")
     p.add_argument("--drafter-device", default="same",
                    help="PSD/PEARL drafter: same (the target's GPU) | cuda:N (the N-th visible GPU, alone)")
+    p.add_argument("--drafter-uniform-passes", action="store_true",
+                   help="the plugin's drafter_uniform_passes: rows two tokens behind catch up in a pass of their own, "
+                        "so every runner pass is a one-token decode batch (FULL CUDA graphs)")
     p.add_argument("--drafter-fused", action="store_true",
                    help="the plugin's drafter_fused: one vLLM runner pass per drafter op (vLLM's draft_model proposer "
                         "over the drafter itself adds the later drafts)")
@@ -175,14 +178,17 @@ def draft_breakdown(drafts: list[dict]) -> dict | None:
     ops = [d for d in drafts if d.get("forward_ms")]
     if not ops:
         return None
-    n = min(len(d["forward_ms"]) for d in ops)
+    counts = [len(d["forward_ms"]) for d in ops]
+    n = max(set(counts), key=counts.count)  # the usual number of passes (a catch-up pass adds one: uniform passes)
+    catch_up = float(np.mean([bool(d.get("catch_ups")) for d in ops]))
+    ops = [d for d in ops if len(d["forward_ms"]) == n]
     fwd = np.array([d["forward_ms"][:n] for d in ops])
     op = np.array([(d["t_end"] - d["t_start"]) * 1e3 for d in ops])
     med = lambda x: round(float(np.median(x)), 3)  # noqa: E731
     return {"ops": len(ops), "op_ms": med(op), "forward_ms": [med(fwd[:, j]) for j in range(n)],
             "outside_forwards_ms": med(op - np.array([sum(d["forward_ms"]) for d in ops])),
             "cpu_ms": med([d.get("cpu_ms", np.nan) for d in ops]),
-            "preempted": med([d.get("preempted", np.nan) for d in ops])}
+            "preempted": med([d.get("preempted", np.nan) for d in ops]), "catch_up_share": round(catch_up, 3)}
 
 
 def child(a: argparse.Namespace) -> int:
@@ -215,6 +221,7 @@ def child(a: argparse.Namespace) -> int:
     tp = a.tensor_parallel_size
     labels = {"policy": policy, "target": job["target"], "draft": job["draft"], "k": k,
               "tensor_parallel_size": tp if tp > 1 else None, "drafter_fused": True if plugin and a.drafter_fused else None,
+              "drafter_uniform_passes": True if plugin and a.drafter_uniform_passes else None,
               "drafter_device": a.drafter_device if plugin else None, "sd_drafter": "own" if mode == "sd-own" else None}
     info = {"kind": "setup", "vllm": compat.vllm_version(), **labels}
     try:
@@ -240,7 +247,7 @@ def child(a: argparse.Namespace) -> int:
         enforce_eager=True if a.enforce_eager else None,
         synthetic_rates=curve0.vllm_rates(k) if mode == "sd" else None,
         plugin={"mode": policy, "drafter_device": a.drafter_device, "accept_curve": curve0.to_json(),
-                "drafter_fused": a.drafter_fused,
+                "drafter_fused": a.drafter_fused, "drafter_uniform_passes": a.drafter_uniform_passes,
                 "drafter_gpu_memory_utilization": None if kv_bytes or not shared else a.drafter_gpu_memory_utilization,
                 "drafter_kv_cache_memory_bytes": kv_bytes,
                 "psd_capacity": capacities[0] if mode == "psd" else "double"} if plugin else None)

@@ -49,6 +49,19 @@ def load_jobs(path: Path) -> list[dict]:
     return jobs
 
 
+#: Where vLLM, torch and the kernel libraries keep what an engine start compiles: an engine on a fresh machine
+#: fills them first (the first engine of a session starts 100-150 s slower). Their sizes go to the queue log, to
+#: judge whether carrying them from session to session would pay.
+CACHES = ("~/.cache/vllm", "~/.triton", "~/.cache/flashinfer", "/tmp/torchinductor_root")
+
+
+def _mib(path: Path) -> str:
+    if not path.exists():
+        return "absent"
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    return f"{total / 2**20:.1f}"
+
+
 def _done(state: Path) -> set[str]:
     return set(state.read_text().split()) if state.exists() else set()
 
@@ -122,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     done = _done(a.state)
     left = [j["name"] for j in jobs if j["name"] not in done]
     say(f"left: {' '.join(left) or 'none'}")
+    say("compile caches (MiB): " + ", ".join(f"{c} {_mib(Path(c).expanduser())}" for c in CACHES))
     log.close()
     with tarfile.open(a.out / f"{a.pack}.tgz", "w:gz") as tar:
         tar.add(work, arcname=a.pack)

@@ -352,8 +352,11 @@ The drafter's own account of its op (medians over each run's ops; `draft_op_brea
 The first runner pass of each op costs {min(excess):.1f}-{max(excess):.1f} ms more than the later ones inside these runs; our
 Python around the passes takes at most {outside:.1f} ms. The same op in isolation (`benchmarks/drafter_op.py`, Qwen3-0.6B,
 k = 3, `{iso_file}`) costs only {iso}: re-entering the copies is not what costs the time, the run's conditions
-are. `benchmarks/drafter_op.py --halves 2 --idle-ms 20` replays two of them (ops alternating between two halves of
-requests, the drafter idle while the target verifies) for the next GPU session to tell which.
+are. Three differ: ops alternate between two halves of requests, the drafter idles while the target verifies, and a
+run's rows need one or two tokens at an op's start (two where every draft was accepted) where the isolated op's all
+need one, so a run's first pass is a mixed batch under vLLM's PIECEWISE CUDA graphs. `benchmarks/drafter_op.py
+--halves 2 --idle-ms 20 --alpha 0.8 --uniform 0,1` replays each (`--uniform 1`: the plugin's `drafter_uniform_passes`,
+one-token passes only) for the next GPU session to tell which.
 """
 
 

@@ -391,6 +391,21 @@ def test_fused_drafter_is_exact_and_drafts_each_op_in_one_runner_pass(pair, gree
     assert {d["forwards"] for d in unfused} == {K + (1 if mode == "pearl" else 0)}
 
 
+def test_uniform_passes_are_exact_and_catch_rows_up_in_a_pass_of_their_own(pair, greedy_runs):
+    """drafter_uniform_passes: a row whose drafts were all accepted is two tokens behind at its next op; it catches
+    up in a pass of its own, so every pass decodes one token a row. Same greedy output as AR; the ops with such
+    rows take one pass more than k, the others k."""
+    req, runs = greedy_runs
+    with _engine(pair, {"mode": "psd", "drafter_uniform_passes": True}) as e:
+        records, res = _run(e, "psd", req)
+    assert res.tokens == runs["ar"][1].tokens
+    drafts = _ops(records, resource="draft", op="draft")
+    caught = [d for d in drafts if d.get("catch_ups")]
+    assert caught and len(caught) < len(drafts)
+    assert {d["forwards"] for d in caught} == {K + 1}
+    assert {d["forwards"] for d in drafts if not d.get("catch_ups")} == {K}
+
+
 # ----------------------------------------------------------------------- synthetic acceptance
 def test_synthetic_acceptance_on_cpu_follows_the_curve(pair):
     from minedraft.acceptance import AcceptanceCurve

@@ -46,6 +46,11 @@ class PluginConfig:
         "draft in one vLLM runner pass per op instead of one per token: the drafter's engine carries vLLM's "
         "draft_model proposer over the same model (two copies of its weights and KV), which adds the drafts after "
         "the first inside the pass; measured 1.8-2.0x slower than the default on an H200, so off)", False)
+    drafter_uniform_passes: bool = _help(
+        "every runner pass of a drafter op decodes one token per row: rows two tokens behind (all drafts of their "
+        "last op accepted) first catch up in a pass of their own, so each pass is a uniform decode batch (vLLM's "
+        "FULL CUDA graphs) instead of a first pass mixing one- and two-token rows (PIECEWISE graphs); same drafts; "
+        "not yet measured on a GPU, so off", False)
     psd_capacity: str = _help("double: each half holds max_num_seqs (published); split: halves share it", "double")
     k_schedule: tuple[tuple[int, int, int], ...] | None = _help(
         "k per (half-)batch size: inclusive (start, end, k) ranges, capped at num_speculative_tokens", None)
@@ -79,8 +84,9 @@ class PluginConfig:
                     "must be true or false", self.drafter_enforce_eager)
         if self.drafter_max_num_batched_tokens is not None:
             _int(self.drafter_max_num_batched_tokens, "minedraft.drafter_max_num_batched_tokens", 1, 1 << 30)
-        require(isinstance(self.drafter_fused, bool), "minedraft.drafter_fused", "must be true or false",
-                self.drafter_fused)
+        for name in ("drafter_fused", "drafter_uniform_passes"):
+            require(isinstance(getattr(self, name), bool), f"minedraft.{name}", "must be true or false",
+                    getattr(self, name))
         require(self.psd_capacity in ("double", "split"), "minedraft.psd_capacity", "must be double or split",
                 self.psd_capacity)
         if self.k_schedule is not None:

@@ -214,6 +214,10 @@ class DraftRunner:
             # max_num_batched_tokens: vLLM's own scheduler keeps that room free the same way)
             sched = cfg.scheduler_config.max_num_scheduled_tokens or self.max_tokens
             self.max_tokens = min(int(sched), self.max_tokens - self.max_reqs)
+        #: uniform passes: a row two tokens behind catches up in a pass of its own, so that every pass of an op is
+        #: a one-token decode batch (FULL CUDA graphs) rather than one first pass of mixed lengths (PIECEWISE)
+        self.uniform = bool(spec.get("uniform_passes"))
+        self.catch_ups = 0  # catch-up passes since the op began
         self.copies: dict[int, Copy] = {}
         self.to_finish: set[str] = set()  # left the runner since the last forward
         self.forwards = 0
@@ -356,9 +360,16 @@ class DraftRunner:
                     out[index[r], 1:] = extra
                     self.copies[r].tokens.extend(extra)
                 continue
+            first_need, entered = need, set()
+            behind = [r for r in rows if need[r] == 2] if self.uniform and max(need[r] for r in rows) <= 2 else []
+            if behind:  # KV of the token before the last: no token is sampled for these rows (not all computed)
+                self._forward(behind, dict.fromkeys(behind, 1), set(behind))
+                self.catch_ups += 1
+                first_need, entered = dict.fromkeys(rows, 1), set(behind)
             for j in range(n):
                 first = j == 0
-                got = self._forward(rows, need if first else dict.fromkeys(rows, 1), set(rows) if first else set())
+                got = self._forward(rows, first_need if first else dict.fromkeys(rows, 1),
+                                    set(rows) - entered if first else set())
                 for r in rows:
                     out[index[r], j] = got[r]
         return out
@@ -405,6 +416,7 @@ def _serve(conn: Connection) -> int:
             t0, c0, s0 = time.perf_counter(), time.thread_time(), _switches()
             f0 = runner.forwards
             runner.forward_s.clear()
+            runner.catch_ups = 0
             if kind == "prefill":
                 _, _, ids, tokens, free = msg
                 runner.free(free)
@@ -421,7 +433,8 @@ def _serve(conn: Connection) -> int:
             t1 = time.perf_counter()
             # where the op's time went: vLLM's runner passes, this thread's CPU time (wall - CPU = waiting for the
             # GPU or for a core), and the times the kernel took the core away (another process wanted it)
-            stats = {"forwards": runner.forwards - f0, "tokens_in": n_tok, "free_blocks": len(runner.free_blocks),
+            stats = {"forwards": runner.forwards - f0, "catch_ups": runner.catch_ups, "tokens_in": n_tok,
+                     "free_blocks": len(runner.free_blocks),
                      "forward_ms": [round(x * 1e3, 3) for x in runner.forward_s],
                      "cpu_ms": round((time.thread_time() - c0) * 1e3, 3), "preempted": _switches() - s0}
             conn.send_bytes(pickle.dumps(("done", seq, drafts, t0, t1, stats), protocol=pickle.HIGHEST_PROTOCOL))

@@ -195,6 +195,8 @@ class PSDScheduler(Scheduler):
                 "seed": int(vc.model_config.seed or 0),
                 "enforce_eager": o.drafter_enforce_eager if o.drafter_enforce_eager is not None
                 else bool(vc.model_config.enforce_eager)}
+        if o.drafter_uniform_passes:
+            spec["uniform_passes"] = True
         if o.drafter_fused:  # drafts per op: k (PEARL k + 1); the pass samples the first, the proposer the rest
             spec["fused_drafts"] = self.k - 1 + (1 if self.pearl else 0)
             spec["max_num_batched_tokens"] += rows  # the proposer's first pass takes one more slot per row
