@@ -7,7 +7,7 @@ later ones decode one token per row. Prints one JSON line per batch size: the op
 forward's median, and the first forward's excess over a later one (re-entry plus the extra tokens).
 
 Inside PSD runs the op's first forward costs 3-8 ms more than its later ones, in isolation (this script's default)
-0.2-0.4 ms. Two conditions of a run can be replayed here to find out which one costs it: ``--halves 2`` alternates
+0.4-1.4 ms. Two conditions of a run can be replayed here to find out which one costs it: ``--halves 2`` alternates
 the ops between two sets of requests, as PSD's halves do (each op re-enters one half while the runner drops the
 other), and ``--idle-ms`` waits before each op, as the drafter waits for the target's verify (its process and the
 GPU idle in between). One JSON line per (mode, rows, halves, idle).
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-ms", default="0", help="comma list: milliseconds to wait before each op (PSD: the "
                    "target's verify)")
     a = p.parse_args(argv)
+    if a.alpha is not None and not 0 < a.alpha < 1:
+        p.error(f"--alpha: must be in (0, 1); got {a.alpha}")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     import_minedraft()
@@ -113,13 +115,17 @@ def main(argv: list[str] | None = None) -> int:
                 runner.free(ids)
             drafts[(fused, uniform, b, h, idle)] = np.concatenate(got_all)
             counts = [len(x) for x in fwd]  # a catch-up pass adds one (uniform passes): the usual count's ops
-            fwd = [x for x in fwd if len(x) == max(set(counts), key=counts.count)]
+            usual = max(set(counts), key=counts.count)
+            keep_ops = [j for j, c in enumerate(counts) if c == usual]
+            catch_up_share = 1 - len(keep_ops) / len(counts) if usual == a.k else len(keep_ops) / len(counts)
+            fwd, ops, cpus = ([x[j] for j in keep_ops] for x in (fwd, ops, cpus))
             f = np.median(np.asarray(fwd), axis=0)
             print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "uniform_passes": bool(uniform), "halves": h,
                               "idle_ms": idle, "alpha": a.alpha,
                               "model": a.model, "platform": compat.platform_name(), "vllm": compat.vllm_version(),
                               "op_ms": round(float(np.median(ops)) * 1e3, 3), "runner_passes": len(f),
-                              "cpu_ms": round(float(np.median(cpus)) * 1e3, 3),
+                              "cpu_ms": round(float(np.median(cpus)) * 1e3, 3), "ops": len(ops),
+                              "catch_up_share": round(catch_up_share, 3) if uniform else None,
                               "forward_ms": [round(float(x) * 1e3, 3) for x in f],
                               "first_forward_excess": round(float(f[0] / np.median(f[1:]) - 1), 3) if len(f) > 1
                               else None,

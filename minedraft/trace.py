@@ -383,6 +383,8 @@ def load_runs(paths: list[str], folder: str | None = None, flag: str = "--all") 
         paths = paths + [str(p) for p in sorted(d.glob("*.jsonl")) if _is_trace(p)]
     for p in paths:
         runs[Path(p).stem] = list(read_records(p, "run"))
+    if folder is not None and not paths:
+        require(len(runs) > 0, flag, "must name a folder with traces (*.jsonl or traces_*.tgz)", folder)
     require(len(runs) > 0, "run", "give a trace file or --all DIR with traces")
     return runs
 

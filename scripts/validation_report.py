@@ -207,12 +207,18 @@ def step_range(records: list[dict]) -> tuple[float, float]:
 def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
     """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session (one row per PSD run);
     each disturbed SD run beside the same configuration in ``reference`` (the AR / SD session of step 5)."""
-    full, spread, ranges, results, session = {}, {}, {}, {}, {}
+    full, spread, ranges, results, session, variant = {}, {}, {}, {}, {}, {}
     for folder in folders:
         runs = load_runs([], str(ROOT / folder))
         for n, r in runs.items():
             key = (folder, n)
             full[key] = validate(n, r, shipped, "--gpu", 0)
+            cfg = next((x.get("config") or {} for x in r if x.get("type") == "header"), {})
+            v = full[key]  # how a PSD run differs from the section's default (shared GPU, double, default passes)
+            variant[key] = ", ".join(x for x in (
+                f"drafter {v['psd_drafter']}" if v["psd_drafter"] not in (None, "shared") else "",
+                v["psd_capacity"] if v["psd_capacity"] not in (None, "double") else "",
+                "uniform passes" if cfg.get("drafter_uniform_passes") else "") if x) if v["policy"] == "psd" else ""
             ranges[key] = step_range(r)  # p10, p90 of full-batch steps: the same GPU work each step, so
             spread[key] = ranges[key][1] / ranges[key][0]  # p90/p10 well above the others: disturbed
             session[key] = Path(folder).name[:10]
@@ -220,9 +226,13 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
             for line in path.read_text().splitlines():
                 j = json.loads(line)
                 if j.get("kind") == "result" and j.get("policy") == "psd":
-                    results[(folder, j["target"], j["draft"], j["k"], j["max_num_seqs"])] = j
-    by = {(f, v["target"], v["draft"] if v["policy"] != "ar" else None, v["policy"], v["k"], v["max_num_seqs"]): (f, n)
-          for (f, n), v in full.items()}
+                    label = "uniform passes" if j.get("drafter_uniform_passes") else ""
+                    if j.get("psd_capacity") not in (None, "double") or j.get("drafter_device") not in (None, "same"):
+                        continue  # the section's PSD: drafter sharing the GPU, capacity double
+                    results[(folder, j["target"], j["draft"], j["k"], j["max_num_seqs"], label)] = j
+    by = {(f, v["target"], v["draft"] if v["policy"] != "ar" else None, v["policy"], v["k"], v["max_num_seqs"],
+           variant[(f, n)]): (f, n) for (f, n), v in full.items()}
+    assert len(by) == len(full), "two runs of one session share a configuration"
     tput = lambda n, w: full[n][w]["output_throughput"]  # noqa: E731
     err = lambda n: tput(n, "predicted") / tput(n, "measured") - 1  # noqa: E731
     bad = lambda n: spread[n] > DISTURBED  # noqa: E731
@@ -232,11 +242,12 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
             "PSD predicted (error) | SD predicted (error) | PSD / SD predicted | step p90/p10 SD, PSD |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     ratios, e2e, cells = [], [], set()
-    psd_keys = sorted((k for k in by if k[3] == "psd"), key=lambda k: (k[1], k[2], k[4], k[5], k[0]))
-    for f, t, d, _, k, mns in psd_keys:
-        ps, sd, ar = by[(f, t, d, "psd", k, mns)], by.get((f, t, d, "sd", k, mns)), by.get((f, t, None, "ar", 0, mns))
-        cells.add((t, d, k, mns))
-        pair = f"{short(t)} + {short(d)}"
+    psd_keys = sorted((k for k in by if k[3] == "psd"), key=lambda k: (k[1], k[2], k[4], k[5], k[6], k[0]))
+    for f, t, d, _, k, mns, var in psd_keys:
+        ps, sd, ar = by[(f, t, d, "psd", k, mns, var)], by.get((f, t, d, "sd", k, mns, "")), by.get((f, t, None, "ar", 0, mns, ""))
+        if not var:
+            cells.add((t, d, k, mns))
+        pair = f"{short(t)} + {short(d)}" + (f" ({var})" if var else "")
         if sd is None:
             continue
         r = tput(ps, "measured") / tput(sd, "measured")
@@ -250,23 +261,25 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
                     f"{tput(ps, 'predicted'):,.0f} ({err(ps):+.1%}) | {tput(sd, 'predicted'):,.0f} ({err(sd):+.1%}) | "
                     f"{tput(ps, 'predicted') / tput(sd, 'predicted'):.2f}x | {flag(sd)}, {flag(ps)} |")
     # SD runs with no PSD run of the same session: reruns of a configuration whose SD run was disturbed
-    reruns = [(key, n) for key, n in by.items() if key[3] == "sd" and (key[0], *key[1:3], "psd", *key[4:]) not in by]
+    reruns = [(key, n) for key, n in by.items() if key[3] == "sd" and not any(
+        (q[0], *q[1:3], q[4], q[5]) == (key[0], *key[1:3], key[4], key[5]) for q in psd_keys)]
     rerun_lines = []
-    for (f, t, d, _, k, mns), n in sorted(reruns):
-        first = [m for (g, t2, d2, p2, k2, m2), m in by.items() if (t2, d2, p2, k2, m2) == (t, d, "sd", k, mns) and g != f]
+    for (f, t, d, _, k, mns, _), n in sorted(reruns):
+        first = [m for (g, t2, d2, p2, k2, m2, _), m in by.items()
+                 if (t2, d2, p2, k2, m2) == (t, d, "sd", k, mns) and g < f]  # earlier sessions (dated folders)
         before = ", ".join(f"{tput(m, 'measured'):,.0f} tok/s on {session[m]} (p90/p10 {spread[m]:.2f})" for m in first)
         rerun_lines.append(f"- SD {short(t)} + {short(d)}, k = {k}, max_num_seqs {mns}, rerun on {session[n]}: "
                            f"{tput(n, 'measured'):,.0f} tok/s, p90/p10 {flag(n)}; before: {before or 'none'}")
     ops = ["| session | pair | k | rows per half | drafter op ms | its runner passes ms | outside the passes ms |",
            "|---|---|---|---|---|---|---|"]
     excess = []
-    for (f, t, d, k, mns), j in sorted(results.items(), key=lambda x: (x[0][1], x[0][2], x[0][3], x[0][4])):
+    for (f, t, d, k, mns, var), j in sorted(results.items(), key=lambda x: (x[0][1], x[0][2], x[0][3], x[0][4], x[0][5])):
         b = j["overlap"]["draft_op_breakdown"]
-        ops.append(f"| {Path(f).name[:10]} | {short(t)} + {short(d)} | {k} | {mns} | {b['op_ms']:.1f} | "
-                   f"{' / '.join(f'{x:.1f}' for x in b['forward_ms'])} | {b['outside_forwards_ms']:.1f} |")
-        if len(b["forward_ms"]) > 1:
+        ops.append(f"| {Path(f).name[:10]} | {short(t)} + {short(d)}{f' ({var})' if var else ''} | {k} | {mns} | "
+                   f"{b['op_ms']:.1f} | {' / '.join(f'{x:.1f}' for x in b['forward_ms'])} | {b['outside_forwards_ms']:.1f} |")
+        if len(b["forward_ms"]) > 1 and not var:  # with uniform passes the first pass is a catch-up
             excess.append(b["forward_ms"][0] - float(np.median(b["forward_ms"][1:])))
-    outside = max(j["overlap"]["draft_op_breakdown"]["outside_forwards_ms"] for j in results.values())
+    outside = max(j["overlap"]["draft_op_breakdown"]["outside_forwards_ms"] for key, j in results.items() if not key[5])
     iso_file = "docs/measurements/2026-11-24-h200-sd/drafter_op_qwen3-0.6b.jsonl"
     iso_rows = [json.loads(x) for x in (ROOT / iso_file).read_text().splitlines() if '"fused": false' in x]
     iso = ", ".join(f"first pass {r['forward_ms'][0]:.1f} ms against {np.median(r['forward_ms'][1:]):.1f} ms for the "
@@ -279,8 +292,13 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
     fitted_sessions = ", ".join(sorted({session[n] for n in full if n[1] in fitted})) or "none"
     held_sessions = ", ".join(sorted({session[n] for n in full if full[n]["policy"] == "psd"} -
                                      {session[n] for n in full if n[1] in fitted})) or "none"
-    by_k = {k: float(np.mean([err(n) for n in full if full[n]["policy"] == "psd" and full[n]["k"] == k]))
-            for k in sorted({full[n]["k"] for n in full if full[n]["policy"] == "psd"})}
+    by_pair_k: dict[tuple, list] = {}  # PSD prediction errors by pair and k (default passes)
+    for n in full:
+        if full[n]["policy"] == "psd" and not variant[n]:
+            by_pair_k.setdefault((short(full[n]["target"]), short(full[n]["draft"]), full[n]["k"]), []).append(n)
+    errs_by = "; ".join(f"{t} + {d}, k = {k}: " + ", ".join(f"{err(n):+.1%}{'*' if n[1] in fitted else ''}"
+                                                          for n in sorted(ns, key=lambda n: full[n]["max_num_seqs"]))
+                        for (t, d, k), ns in sorted(by_pair_k.items()))
     flagged = sorted({f"{full[n]['policy'].upper()} {short(full[n]['target'])} + {short(full[n]['draft'] or '')} "
                       f"k = {full[n]['k']}, max_num_seqs {full[n]['max_num_seqs']} ({session[n]}: "
                       f"{ranges[n][0]:.0f}-{ranges[n][1]:.0f} ms)" for n in full if bad(n)})
@@ -293,7 +311,7 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
         if name in ref_runs:
             ref = validate(name, ref_runs[name], shipped, "--gpu", 0)
             ar_name = f"policy-ar_target-{v['target']}_mns-{v['max_num_seqs']}"
-            ar_now = by.get((n[0], v["target"], None, "ar", 0, v["max_num_seqs"]))
+            ar_now = by.get((n[0], v["target"], None, "ar", 0, v["max_num_seqs"], ""))
             ar_ratio = ""
             if ar_now and ar_name in ref_runs:
                 ar_ref = validate(ar_name, ref_runs[ar_name], shipped, "--gpu", 0)
@@ -340,8 +358,9 @@ over-predict these hosts, as on the 2026-11-23 two-GPU machine).
 **What this says** (measured, same session, both runs steady): PSD sharing one GPU against vLLM's SD at the same
 max_num_seqs: {'; '.join(f'{p}, k = {k}, {m} rows: {r:.2f}x' for p, k, m, r in good)}. Sharing the GPU, PSD
 ties or loses against SD on the 32B target and pays in latency: with twice the requests in flight (double), its mean
-E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. The plugin's one drafter-op cost does not follow k: PSD's mean
-prediction error is {by_k[1]:+.1%} at k = 1, {by_k[3]:+.1%} at k = 3 and {by_k[5]:+.1%} at k = 5 (all PSD runs above).
+E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. PSD's prediction errors by pair and k (16 rows, then 64; * fitted by the
+plugin costs): {errs_by}. For the 32B target the one drafter-op cost does not follow k (under at k = 1, over at
+k = 5, even though those runs were fitted).
 
 Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "nothing"}.
 

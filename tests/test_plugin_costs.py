@@ -92,9 +92,18 @@ def test_shipped_fit_predicts_held_out_psd_runs(tmp_path, capsys):
     assert 0.005 < fit["drafter_op_s"] < 0.03 and 0.001 < fit["verify_swap_s"] < 0.02
     assert 20e-6 < fit["verify_swap_row_s"] < 500e-6  # the swap grows with the half: rows dropped and re-added
     assert 0.05 < fit["shared_gpu_slowdown"] < 0.6
-    line = next(x for x in out.splitlines() if x.startswith("held out 15 runs"))
+    line = next(x for x in out.splitlines() if x.startswith("held out 15 runs (all)"))
     median, worst = (float(v) / 100 for v in re.findall(r"([\d.]+)%", line))
     assert median < 0.08 and worst < 0.30  # measured: median 5.2 %, worst 19.5 % (8B sharing, batch 64)
+    line = next(x for x in out.splitlines() if x.startswith("held out 6 runs (") and "2026-12-02" in x)
+    median, worst = (float(v) / 100 for v in re.findall(r"([\d.]+)%", line.split(":", 1)[1]))
+    assert median < 0.25 and worst < 0.35  # another session, pairs and k unseen: median 15.1 %, worst 16.7 %
+
+
+def test_calibrate_plugin_refuses_a_held_out_folder_without_traces(tmp_path, capsys):
+    code, out, err = invoke(calibrate_main, ["plugin", "--from", str(X2), "--hold-out-from", str(tmp_path),
+                                             "--gpu", "h200", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.startswith("error: --hold-out-from:") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(not X2.is_dir(), reason="committed measurements absent")

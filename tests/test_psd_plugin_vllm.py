@@ -399,6 +399,9 @@ def test_uniform_passes_are_exact_and_catch_rows_up_in_a_pass_of_their_own(pair,
     with _engine(pair, {"mode": "psd", "drafter_uniform_passes": True}) as e:
         records, res = _run(e, "psd", req)
     assert res.tokens == runs["ar"][1].tokens
+    default = runs["psd"][1].spec_decode  # the same drafts: the same drafts accepted
+    assert res.spec_decode["num_accepted_tokens"] == default["num_accepted_tokens"]
+    assert res.spec_decode["num_draft_tokens"] == default["num_draft_tokens"]
     drafts = _ops(records, resource="draft", op="draft")
     caught = [d for d in drafts if d.get("catch_ups")]
     assert caught and len(caught) < len(drafts)

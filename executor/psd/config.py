@@ -50,7 +50,8 @@ class PluginConfig:
         "every runner pass of a drafter op decodes one token per row: rows two tokens behind (all drafts of their "
         "last op accepted) first catch up in a pass of their own, so each pass is a uniform decode batch (vLLM's "
         "FULL CUDA graphs) instead of a first pass mixing one- and two-token rows (PIECEWISE graphs); same drafts; "
-        "not yet measured on a GPU, so off", False)
+        "an op with a row further behind (PEARL) keeps the default passes; not with drafter_fused; not yet measured "
+        "on a GPU, so off", False)
     psd_capacity: str = _help("double: each half holds max_num_seqs (published); split: halves share it", "double")
     k_schedule: tuple[tuple[int, int, int], ...] | None = _help(
         "k per (half-)batch size: inclusive (start, end, k) ranges, capped at num_speculative_tokens", None)
@@ -87,6 +88,8 @@ class PluginConfig:
         for name in ("drafter_fused", "drafter_uniform_passes"):
             require(isinstance(getattr(self, name), bool), f"minedraft.{name}", "must be true or false",
                     getattr(self, name))
+        require(not (self.drafter_fused and self.drafter_uniform_passes), "minedraft.drafter_uniform_passes",
+                "must be false with drafter_fused (a fused op is one runner pass)", self.drafter_uniform_passes)
         require(self.psd_capacity in ("double", "split"), "minedraft.psd_capacity", "must be double or split",
                 self.psd_capacity)
         if self.k_schedule is not None:

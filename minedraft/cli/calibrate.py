@@ -350,10 +350,14 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
         runs |= more
     held = [p for p in a.hold_out.split(",") if p]
     train = {n: r for n, r in runs.items() if not any(h in n for h in held)}
-    test = {n: r for n, r in runs.items() if any(h in n for h in held)}
+    tests = {"--hold-out": {n: r for n, r in runs.items() if any(h in n for h in held)}}  # held-out runs by source
     for folder in a.hold_out_from:
-        test |= {n: r for n, r in load_runs([], folder, "--hold-out-from").items() if n.startswith("policy-psd")}
-        train = {n: r for n, r in train.items() if n not in test}
+        more = {n: r for n, r in load_runs([], folder, "--hold-out-from").items() if n.startswith("policy-psd")}
+        again = sorted(set(more) & set(runs))
+        require(not again, "--hold-out-from", "must not share run names with a --from folder (one run, one name)",
+                again[0] if again else "")
+        tests[folder] = more
+    test = {n: r for t in tests.values() for n, r in t.items()}
     prov = {"command": "minedraft-calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
             "step_models": str(models), "runs": sorted(train), "held_out": sorted(test)}
     fit = fit_plugin_costs(train, lambda t, d: costs_for(models, t, d, flag), a.gpu.lower(), prov)
@@ -362,11 +366,13 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
     console.print(f"plugin costs from {len(train)} runs: drafter op {fit['drafter_op_s'] * 1e3:.2f} ms, half swap "
                   f"{fit['verify_swap_s'] * 1e3:.2f} ms + {fit['verify_swap_row_s'] * 1e6:.0f} us/row, shared-GPU "
                   f"slowdown {fit['shared_gpu_slowdown']:+.1%}; wrote {path}")
-    if test:
-        err = [abs(r["predicted"]["output_throughput"] / r["measured"]["output_throughput"] - 1)
-               for r in (validate(n, recs, models, flag, 0, plugin=out) for n, recs in sorted(test.items()))]
-        console.print(f"held out {len(test)} runs: output throughput |error| median {np.median(err):.1%}, "
-                      f"worst {max(err):.1%}")
+    err = {n: abs(r["predicted"]["output_throughput"] / r["measured"]["output_throughput"] - 1)
+           for n, r in ((n, validate(n, recs, models, flag, 0, plugin=out)) for n, recs in sorted(test.items()))}
+    for source, runs_of in [("all", test)] + ([(s, t) for s, t in tests.items() if t] if len(tests) > 1 else []):
+        if runs_of:
+            e = [err[n] for n in runs_of]
+            console.print(f"held out {len(e)} runs ({source}): output throughput |error| median {np.median(e):.1%}, "
+                          f"worst {max(e):.1%}")
     return 0
 
 
