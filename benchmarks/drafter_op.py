@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                         "then need one or two tokens at an op's start, as in a run")
     p.add_argument("--uniform", default="0", help="comma list: 0 = the drafter's default passes, 1 = "
                    "drafter_uniform_passes (rows two tokens behind catch up first; every pass one token a row)")
+    p.add_argument("--cudagraph-mode", default="", help="comma list of vLLM cudagraph_mode values for the drafter's "
+                   "engine, one engine each ('' = vLLM's default; FULL: mixed passes under full graphs too)")
     p.add_argument("--halves", default="1", help="comma list: sets of requests the ops alternate between (PSD: 2)")
     p.add_argument("--idle-ms", default="0", help="comma list: milliseconds to wait before each op (PSD: the "
                    "target's verify)")
@@ -78,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
     compat.run_forward = timed
     drafts: dict[tuple, np.ndarray] = {}
-    for fused in ints(a.fused):
+    modes = [m.strip() for m in a.cudagraph_mode.split(",")] or [""]
+    for fused, graphs in ((f, g) for f in ints(a.fused) for g in modes):
         # one engine per mode, one after the other (the drafter process holds one)
-        runner = DraftRunner(spec | {"fused_drafts": a.k - 1 if fused else 0})
+        runner = DraftRunner(spec | {"fused_drafts": a.k - 1 if fused else 0, "cudagraph_mode": graphs or None})
         next_id = 0
         combos = [(b, h, idle, u) for b in rows for h in halves for idle in idles for u in ints(a.uniform)]
         for b, h, idle, uniform in combos:
@@ -113,14 +116,15 @@ def main(argv: list[str] | None = None) -> int:
                     cpus.append(cpu)
             for ids in sets:
                 runner.free(ids)
-            drafts[(fused, uniform, b, h, idle)] = np.concatenate(got_all)
+            drafts[(fused, uniform, graphs, b, h, idle)] = np.concatenate(got_all)
             counts = [len(x) for x in fwd]  # a catch-up pass adds one (uniform passes): the usual count's ops
             usual = max(set(counts), key=counts.count)
             keep_ops = [j for j, c in enumerate(counts) if c == usual]
             catch_up_share = 1 - len(keep_ops) / len(counts) if usual == a.k else len(keep_ops) / len(counts)
             fwd, ops, cpus = ([x[j] for j in keep_ops] for x in (fwd, ops, cpus))
             f = np.median(np.asarray(fwd), axis=0)
-            print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "uniform_passes": bool(uniform), "halves": h,
+            print(json.dumps({"rows": b, "k": a.k, "fused": bool(fused), "uniform_passes": bool(uniform),
+                              "cudagraph_mode": graphs or None, "halves": h,
                               "idle_ms": idle, "alpha": a.alpha,
                               "model": a.model, "platform": compat.platform_name(), "vllm": compat.vllm_version(),
                               "op_ms": round(float(np.median(ops)) * 1e3, 3), "runner_passes": len(f),
@@ -132,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
                               "outside_forwards_ms": round(float(np.median(ops) - f.sum()) * 1e3, 3)}), flush=True)
         runner.core.shutdown()
         del runner
-    for (fused, uniform, b, h, idle), d in drafts.items():  # every mode decodes the same greedy tokens
-        base = drafts.get((0, 0, b, h, idle))
-        if (fused or uniform) and base is not None:
-            mode = "fused" if fused else "uniform"
-            print(json.dumps({"rows": b, "halves": h, "idle_ms": idle, "uniform_passes": bool(uniform),
-                              f"{mode}_drafts_equal_fraction": round(float(np.mean(base == d)), 4)}), flush=True)
+    for (fused, uniform, graphs, b, h, idle), d in drafts.items():  # every mode decodes the same greedy tokens
+        base = drafts.get((0, 0, modes[0], b, h, idle))
+        if (fused or uniform or graphs != modes[0]) and base is not None:
+            print(json.dumps({"rows": b, "halves": h, "idle_ms": idle, "fused": bool(fused),
+                              "uniform_passes": bool(uniform), "cudagraph_mode": graphs or None,
+                              "drafts_equal_fraction": round(float(np.mean(base == d)), 4)}), flush=True)
     return 0
 
 

@@ -83,6 +83,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drafter-uniform-passes", action="store_true",
                    help="the plugin's drafter_uniform_passes: rows two tokens behind catch up in a pass of their own, "
                         "so every runner pass is a one-token decode batch (FULL CUDA graphs)")
+    p.add_argument("--drafter-cudagraph-mode", default=None,
+                   help="the plugin's drafter_cudagraph_mode (vLLM's cudagraph_mode for the drafter: FULL puts the "
+                        "op's mixed first pass under full graphs too)")
     p.add_argument("--drafter-fused", action="store_true",
                    help="the plugin's drafter_fused: one vLLM runner pass per drafter op (vLLM's draft_model proposer "
                         "over the drafter itself adds the later drafts)")
@@ -222,6 +225,7 @@ def child(a: argparse.Namespace) -> int:
     labels = {"policy": policy, "target": job["target"], "draft": job["draft"], "k": k,
               "tensor_parallel_size": tp if tp > 1 else None, "drafter_fused": True if plugin and a.drafter_fused else None,
               "drafter_uniform_passes": True if plugin and a.drafter_uniform_passes else None,
+              "drafter_cudagraph_mode": a.drafter_cudagraph_mode if plugin else None,
               "drafter_device": a.drafter_device if plugin else None, "sd_drafter": "own" if mode == "sd-own" else None}
     info = {"kind": "setup", "vllm": compat.vllm_version(), **labels}
     try:
@@ -248,6 +252,7 @@ def child(a: argparse.Namespace) -> int:
         synthetic_rates=curve0.vllm_rates(k) if mode == "sd" else None,
         plugin={"mode": policy, "drafter_device": a.drafter_device, "accept_curve": curve0.to_json(),
                 "drafter_fused": a.drafter_fused, "drafter_uniform_passes": a.drafter_uniform_passes,
+                "drafter_cudagraph_mode": a.drafter_cudagraph_mode,
                 "drafter_gpu_memory_utilization": None if kv_bytes or not shared else a.drafter_gpu_memory_utilization,
                 "drafter_kv_cache_memory_bytes": kv_bytes,
                 "psd_capacity": capacities[0] if mode == "psd" else "double"} if plugin else None)

@@ -227,6 +227,7 @@ class EngineOptions:
     gpu_memory_utilization: float | None = None
     kv_cache_memory_bytes: int | None = None
     enforce_eager: bool | None = None  # None: vLLM's default (CUDA graphs on a GPU; eager on the CPU build)
+    cudagraph_mode: str | None = None  # None: vLLM's (FULL_AND_PIECEWISE); FULL: n > 1 forwards under full graphs too
 
     def kv_flag(self, cpu_build: bool) -> str:
         """The flag that sizes the KV cache (named when it is too small)."""
@@ -238,7 +239,7 @@ class EngineOptions:
                 "max_model_len": grid.max_model_len, "max_num_seqs": grid.max_num_seqs,
                 "max_num_batched_tokens": grid.max_num_batched_tokens, "enforce_eager": self.enforce_eager,
                 "gpu_memory_utilization": self.gpu_memory_utilization,
-                "kv_cache_memory_bytes": self.kv_cache_memory_bytes}
+                "kv_cache_memory_bytes": self.kv_cache_memory_bytes, "cudagraph_mode": self.cudagraph_mode}
         if cpu_build and self.kv_cache_memory_bytes is None:
             spec["kv_cache_memory_bytes"] = default_cpu_kv_bytes(grid, shape)
         return spec

@@ -288,6 +288,8 @@ def draft_engine_core(spec: dict):
     for key in ("kv_cache_memory_bytes", "gpu_memory_utilization", "enforce_eager"):
         if spec.get(key) is not None:
             kw[key] = spec[key]
+    if spec.get("cudagraph_mode"):  # e.g. FULL: mixed batches under full graphs too (FlashAttention 3 allows it)
+        kw["compilation_config"] = {"cudagraph_mode": spec["cudagraph_mode"]}
     if int(spec.get("fused_drafts") or 0) > 0:
         # the draft model drafting for itself: one runner pass samples token 1 and vLLM's draft_model
         # proposer adds the next ones inside the same pass (same weights: same files or the same dummy seed)

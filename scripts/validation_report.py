@@ -218,7 +218,9 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
             variant[key] = ", ".join(x for x in (
                 f"drafter {v['psd_drafter']}" if v["psd_drafter"] not in (None, "shared") else "",
                 v["psd_capacity"] if v["psd_capacity"] not in (None, "double") else "",
-                "uniform passes" if cfg.get("drafter_uniform_passes") else "") if x) if v["policy"] == "psd" else ""
+                "uniform passes" if cfg.get("drafter_uniform_passes") else "",
+                f"drafter graphs {cfg['drafter_cudagraph_mode']}" if cfg.get("drafter_cudagraph_mode") else "") if x) \
+                if v["policy"] == "psd" else ""
             ranges[key] = step_range(r)  # p10, p90 of full-batch steps: the same GPU work each step, so
             spread[key] = ranges[key][1] / ranges[key][0]  # p90/p10 well above the others: disturbed
             session[key] = Path(folder).name[:10]
@@ -226,7 +228,9 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
             for line in path.read_text().splitlines():
                 j = json.loads(line)
                 if j.get("kind") == "result" and j.get("policy") == "psd":
-                    label = "uniform passes" if j.get("drafter_uniform_passes") else ""
+                    label = ", ".join(x for x in ("uniform passes" if j.get("drafter_uniform_passes") else "",
+                                                  f"drafter graphs {j['drafter_cudagraph_mode']}"
+                                                  if j.get("drafter_cudagraph_mode") else "") if x)
                     if j.get("psd_capacity") not in (None, "double") or j.get("drafter_device") not in (None, "same"):
                         continue  # the section's PSD: drafter sharing the GPU, capacity double
                     results[(folder, j["target"], j["draft"], j["k"], j["max_num_seqs"], label)] = j

@@ -55,6 +55,8 @@ def _grid(**kw):
     (["--fit", "--gpu", "h100", "--batch", "1", "--new-tokens", "1"], "error: --fit: needs at least 8 forward points"),
     (["--gpu", "h1000"], "error: --gpu: must be one of"),
     (["--dtype", "fp4"], "error: --dtype: must be one of auto, bfloat16, float16, float32, half, float; got fp4"),
+    (["--cudagraph-mode", "full-ish"], ("error: --cudagraph-mode: must be one of NONE, PIECEWISE, FULL, FULL_DECODE_ONLY, "
+                                        "FULL_AND_PIECEWISE; got full-ish")),
 ])
 def test_bad_flags_give_one_line_before_vllm_is_needed(tmp_path, capsys, args, line):
     code, out, err = invoke(main, ["grid", "--model", "tiny", "--out", str(tmp_path / "p.json"), *args], capsys)

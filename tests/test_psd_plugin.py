@@ -45,6 +45,7 @@ def test_config_reads_additional_config_and_refuses_unknown_keys():
     ({"drafter_op_timeout_s": 0}, "minedraft.drafter_op_timeout_s"),
     ({"drafter_uniform_passes": "yes"}, "minedraft.drafter_uniform_passes"),
     ({"drafter_uniform_passes": True, "drafter_fused": True}, "minedraft.drafter_uniform_passes"),
+    ({"drafter_cudagraph_mode": "full"}, "minedraft.drafter_cudagraph_mode"),
 ])
 def test_config_refuses_bad_values_naming_the_field(kw, field):
     with pytest.raises(InputError) as e:

@@ -394,9 +394,10 @@ def test_fused_drafter_is_exact_and_drafts_each_op_in_one_runner_pass(pair, gree
 def test_uniform_passes_are_exact_and_catch_rows_up_in_a_pass_of_their_own(pair, greedy_runs):
     """drafter_uniform_passes: a row whose drafts were all accepted is two tokens behind at its next op; it catches
     up in a pass of its own, so every pass decodes one token a row. Same greedy output as AR; the ops with such
-    rows take one pass more than k, the others k."""
+    rows take one pass more than k, the others k. The drafter's cudagraph_mode travels too (FULL; the CPU build runs
+    eager, so here it only has to start)."""
     req, runs = greedy_runs
-    with _engine(pair, {"mode": "psd", "drafter_uniform_passes": True}) as e:
+    with _engine(pair, {"mode": "psd", "drafter_uniform_passes": True, "drafter_cudagraph_mode": "FULL"}) as e:
         records, res = _run(e, "psd", req)
     assert res.tokens == runs["ar"][1].tokens
     default = runs["psd"][1].spec_decode  # the same drafts: the same drafts accepted

@@ -16,6 +16,8 @@ from minedraft.policies.base import normalize_k_schedule
 
 #: The key of ``additional_config`` the plugin reads.
 CONFIG_KEY = "minedraft"
+#: vLLM's CompilationConfig.cudagraph_mode values
+CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 MODES = ("psd", "pearl", "sd")
 
 
@@ -52,6 +54,10 @@ class PluginConfig:
         "FULL CUDA graphs) instead of a first pass mixing one- and two-token rows (PIECEWISE graphs); same drafts; "
         "an op with a row further behind (PEARL) keeps the default passes; not with drafter_fused; not yet measured "
         "on a GPU, so off", False)
+    drafter_cudagraph_mode: str | None = _help(
+        "vLLM's cudagraph_mode for the drafter's engine (default: vLLM's, FULL_AND_PIECEWISE: full graphs for "
+        "one-token batches, piecewise for the rest); FULL puts an op's mixed first pass under full graphs too "
+        "(FlashAttention 3); not yet measured on a GPU", None)
     psd_capacity: str = _help("double: each half holds max_num_seqs (published); split: halves share it", "double")
     k_schedule: tuple[tuple[int, int, int], ...] | None = _help(
         "k per (half-)batch size: inclusive (start, end, k) ranges, capped at num_speculative_tokens", None)
@@ -88,6 +94,9 @@ class PluginConfig:
         for name in ("drafter_fused", "drafter_uniform_passes"):
             require(isinstance(getattr(self, name), bool), f"minedraft.{name}", "must be true or false",
                     getattr(self, name))
+        if self.drafter_cudagraph_mode is not None:
+            require(self.drafter_cudagraph_mode in CUDAGRAPH_MODES, "minedraft.drafter_cudagraph_mode",
+                    f"must be one of {', '.join(CUDAGRAPH_MODES)}", self.drafter_cudagraph_mode)
         require(not (self.drafter_fused and self.drafter_uniform_passes), "minedraft.drafter_uniform_passes",
                 "must be false with drafter_fused (a fused op is one runner pass)", self.drafter_uniform_passes)
         require(self.psd_capacity in ("double", "split"), "minedraft.psd_capacity", "must be double or split",

@@ -197,6 +197,8 @@ class PSDScheduler(Scheduler):
                 else bool(vc.model_config.enforce_eager)}
         if o.drafter_uniform_passes:
             spec["uniform_passes"] = True
+        if o.drafter_cudagraph_mode is not None:
+            spec["cudagraph_mode"] = o.drafter_cudagraph_mode
         if o.drafter_fused:  # drafts per op: k (PEARL k + 1); the pass samples the first, the proposer the rest
             spec["fused_drafts"] = self.k - 1 + (1 if self.pearl else 0)
             spec["max_num_batched_tokens"] += rows  # the proposer's first pass takes one more slot per row

@@ -412,6 +412,9 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
                    help="KV cache size in GiB, checked against the grid before the engine starts (none: "
                         "--gpu-memory-utilization on a GPU, what the grid needs on vLLM's CPU build)")
     g.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (vLLM's default: graphs on a GPU)")
+    g.add_argument("--cudagraph-mode", default=None,
+                   help="vLLM's cudagraph_mode (default FULL_AND_PIECEWISE: full graphs for one-token batches only; "
+                        "FULL: every forward under full graphs, where the attention backend allows it)")
     g = p.add_argument_group("output and fit")
     g.add_argument("--out", "-o", default=None, help="write the measured profile JSON here")
     g.add_argument("--fit", action="store_true", help="after measuring, fit the roofline and print its held-out error")
@@ -506,8 +509,13 @@ def _grid_job(a: argparse.Namespace):
             fg.check_kv_bytes(grid, kv_bytes, _with_dtype(shape, dtype), "--kv-cache-memory-gib")
     gmu = None if a.gpu_memory_utilization is None else \
         common.as_float(a.gpu_memory_utilization, "--gpu-memory-utilization", 0.0, 1.0, lo_open=True)
+    from minedraft.executor.psd.config import CUDAGRAPH_MODES
+
+    mode = None if a.cudagraph_mode is None else str(a.cudagraph_mode).strip().upper()
+    require(mode is None or mode in CUDAGRAPH_MODES, "--cudagraph-mode", f"must be one of {', '.join(CUDAGRAPH_MODES)}",
+            a.cudagraph_mode)
     engine = fg.EngineOptions(dtype=dtype, gpu_memory_utilization=gmu, kv_cache_memory_bytes=kv_bytes,
-                              enforce_eager=True if a.enforce_eager else None)
+                              enforce_eager=True if a.enforce_eager else None, cudagraph_mode=mode)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     return out, grid, model, label, shape, engine, gpu, holdout
