@@ -35,6 +35,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+#: vLLM's ``CompilationConfig.cudagraph_mode`` values (the drafter's and the forward grid's engines take one)
+CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
+
 #: Environment every engine in this process runs under (set before vLLM reads its environment).
 PINNED_ENV = {
     # The engine core runs in this process: our scheduler hook and driver see it directly.

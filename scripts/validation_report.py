@@ -204,6 +204,13 @@ def step_range(records: list[dict]) -> tuple[float, float]:
     return float(np.percentile(d, 10)), float(np.percentile(d, 90))
 
 
+def drafter_options(labels: dict) -> list[str]:
+    """The non-default drafter options a PSD run was measured with (from its trace header or its result line)."""
+    return [x for x in ("uniform passes" if labels.get("drafter_uniform_passes") else "",
+                        f"drafter graphs {labels['drafter_cudagraph_mode']}" if labels.get("drafter_cudagraph_mode")
+                        else "") if x]
+
+
 def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
     """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session (one row per PSD run);
     each disturbed SD run beside the same configuration in ``reference`` (the AR / SD session of step 5)."""
@@ -215,12 +222,10 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
             full[key] = validate(n, r, shipped, "--gpu", 0)
             cfg = next((x.get("config") or {} for x in r if x.get("type") == "header"), {})
             v = full[key]  # how a PSD run differs from the section's default (shared GPU, double, default passes)
-            variant[key] = ", ".join(x for x in (
+            variant[key] = ", ".join([x for x in (
                 f"drafter {v['psd_drafter']}" if v["psd_drafter"] not in (None, "shared") else "",
-                v["psd_capacity"] if v["psd_capacity"] not in (None, "double") else "",
-                "uniform passes" if cfg.get("drafter_uniform_passes") else "",
-                f"drafter graphs {cfg['drafter_cudagraph_mode']}" if cfg.get("drafter_cudagraph_mode") else "") if x) \
-                if v["policy"] == "psd" else ""
+                v["psd_capacity"] if v["psd_capacity"] not in (None, "double") else "") if x]
+                + drafter_options(cfg)) if v["policy"] == "psd" else ""
             ranges[key] = step_range(r)  # p10, p90 of full-batch steps: the same GPU work each step, so
             spread[key] = ranges[key][1] / ranges[key][0]  # p90/p10 well above the others: disturbed
             session[key] = Path(folder).name[:10]
@@ -228,9 +233,7 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
             for line in path.read_text().splitlines():
                 j = json.loads(line)
                 if j.get("kind") == "result" and j.get("policy") == "psd":
-                    label = ", ".join(x for x in ("uniform passes" if j.get("drafter_uniform_passes") else "",
-                                                  f"drafter graphs {j['drafter_cudagraph_mode']}"
-                                                  if j.get("drafter_cudagraph_mode") else "") if x)
+                    label = ", ".join(drafter_options(j))
                     if j.get("psd_capacity") not in (None, "double") or j.get("drafter_device") not in (None, "same"):
                         continue  # the section's PSD: drafter sharing the GPU, capacity double
                     results[(folder, j["target"], j["draft"], j["k"], j["max_num_seqs"], label)] = j

@@ -12,12 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.errors import InputError, require
+from minedraft.executor.compat import CUDAGRAPH_MODES
 from minedraft.policies.base import normalize_k_schedule
 
 #: The key of ``additional_config`` the plugin reads.
 CONFIG_KEY = "minedraft"
-#: vLLM's CompilationConfig.cudagraph_mode values
-CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 MODES = ("psd", "pearl", "sd")
 
 

@@ -327,6 +327,11 @@ def add_plugin_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder to write plugin.json to (beside the step models)")
 
 
+def _no_shared_names(more: dict, runs: dict, flag: str, why: str) -> None:
+    again = sorted(set(more) & set(runs))
+    require(not again, flag, why, again[0] if again else "")
+
+
 def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
     """Fit the PSD plugin's own costs (drafter op, half swap, GPU sharing) to measured plugin runs."""
     import numpy as np
@@ -345,17 +350,14 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
     for i, folder in enumerate(a.folder or [None]):
         more = {n: r for n, r in load_runs(a.traces if i == 0 else [], folder, "--from").items()
                 if n.startswith("policy-psd")}
-        again = sorted(set(more) & set(runs))
-        require(not again, "--from", "folders must not share run names (one run, one name)", again[0] if again else "")
+        _no_shared_names(more, runs, "--from", "folders must not share run names (one run, one name)")
         runs |= more
     held = [p for p in a.hold_out.split(",") if p]
     train = {n: r for n, r in runs.items() if not any(h in n for h in held)}
     tests = {"--hold-out": {n: r for n, r in runs.items() if any(h in n for h in held)}}  # held-out runs by source
     for folder in a.hold_out_from:
         more = {n: r for n, r in load_runs([], folder, "--hold-out-from").items() if n.startswith("policy-psd")}
-        again = sorted(set(more) & set(runs))
-        require(not again, "--hold-out-from", "must not share run names with a --from folder (one run, one name)",
-                again[0] if again else "")
+        _no_shared_names(more, runs, "--hold-out-from", "must not share run names with a --from folder (one run, one name)")
         tests[folder] = more
     test = {n: r for t in tests.values() for n, r in t.items()}
     prov = {"command": "minedraft-calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -509,7 +511,7 @@ def _grid_job(a: argparse.Namespace):
             fg.check_kv_bytes(grid, kv_bytes, _with_dtype(shape, dtype), "--kv-cache-memory-gib")
     gmu = None if a.gpu_memory_utilization is None else \
         common.as_float(a.gpu_memory_utilization, "--gpu-memory-utilization", 0.0, 1.0, lo_open=True)
-    from minedraft.executor.psd.config import CUDAGRAPH_MODES
+    from minedraft.executor.compat import CUDAGRAPH_MODES
 
     mode = None if a.cudagraph_mode is None else str(a.cudagraph_mode).strip().upper()
     require(mode is None or mode in CUDAGRAPH_MODES, "--cudagraph-mode", f"must be one of {', '.join(CUDAGRAPH_MODES)}",
