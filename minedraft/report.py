@@ -61,9 +61,9 @@ def results_table(results: list[dict], title: str | None = None) -> Table:
 
 
 def console() -> Console:
-    """A console that does not squeeze tables when output goes to a file or pipe."""
+    """A console that neither squeezes tables nor breaks lines when output goes to a file or pipe (people grep it)."""
     c = Console()
-    return c if c.is_terminal else Console(width=max(c.width, 130))
+    return c if c.is_terminal else Console(width=max(c.width, 130), soft_wrap=True)
 
 
 def save_figure(fig, stem, width: int, height: int, scale: float = 1.25) -> str:
