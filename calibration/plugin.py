@@ -12,10 +12,14 @@ full-size decode ops (verify ops of a whole half, draft ops of a whole half):
 1. runs with the drafter on its own GPU: median(measured verify) - median(predicted verify) per run, fitted
    as ``verify_swap_s`` + ``verify_swap_row_s`` x half size (least squares; a constant if all halves are the
    same size);
-2. runs sharing one GPU, replayed with (1): ``shared_gpu_slowdown`` = mean over runs of measured / predicted
-   verify, minus 1 (the verify's own costs are known from (1), so what is left is the sharing);
-3. ``drafter_op_s`` = the mean over the runs of both layouts of measured draft (divided by
-   1 + ``shared_gpu_slowdown`` when sharing) - predicted draft.
+2. runs sharing one GPU, replayed with (1): ``shared_verify_stretch`` = the least-squares slope (through 0) of
+   measured - predicted verify over the drafter's later passes beside it, ``(k - 1) T_d(half, 1, ctx)``
+   (:meth:`StepCosts.later_passes_s`). The sharing stretches a verify by what the drafter's uniform passes take
+   of the GPU, not by a factor: with k = 1 the verify is as long as alone (measured 2026-12-01/02, printed by
+   ``benchmarks/first_pass.py``);
+3. ``drafter_op_s`` and ``shared_gpu_slowdown`` (the drafter's op slowed by the verify beside it) together from
+   the draft ops of both layouts: measured = (predicted + ``drafter_op_s``) x (1 + ``shared_gpu_slowdown``
+   when sharing), least squares in relative error (the slowdown on a 0.1 % grid, the op cost in closed form).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from minedraft.trace import KIND_CODE
 #: File name of the fitted plugin costs beside the step models of a GPU.
 PLUGIN_FILE = "plugin.json"
 KIND = "minedraft.plugin_costs"
-FIELDS = ("drafter_op_s", "verify_swap_s", "verify_swap_row_s", "shared_gpu_slowdown")
+FIELDS = ("drafter_op_s", "verify_swap_s", "verify_swap_row_s", "shared_gpu_slowdown", "shared_verify_stretch")
+VERSION = 2  # 2: the sharing as a verify stretch per drafter pass plus a drafter slowdown (1: one factor)
 
 
 def op_medians(trace, size: int) -> dict[str, float | None]:
@@ -62,7 +67,9 @@ def _pairs(runs: dict[str, list[dict]], costs_for, shared: bool, base: dict) -> 
         m, p = op_medians(run.trace, size), op_medians(replay(run, costs), size)
         if None in (m[VERIFY], m[DRAFT], p[VERIFY], p[DRAFT]):
             continue
-        rows.append({"run": name, "half": size, "k": run.k, "measured": m, "predicted": p})
+        ctx = float(run.requests.prompt_len.mean() + run.requests.output_len.mean() / 2)
+        rows.append({"run": name, "half": size, "k": run.k, "measured": m, "predicted": p,
+                     "later_passes_s": costs.later_passes_s(size, run.k, ctx)})
     return rows
 
 
@@ -80,17 +87,23 @@ def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenanc
             per_row, fixed = (0.0, float(extra.mean())) if per_row < 0 else (float(extra @ rows / (rows @ rows)), 0.0)
     else:
         per_row, fixed = 0.0, float(extra.mean())
-    fitted = {"drafter_op_s": 0.0, "verify_swap_s": max(0.0, float(fixed)),
-              "verify_swap_row_s": max(0.0, float(per_row)), "shared_gpu_slowdown": 0.0}
+    fitted = dict(zero, verify_swap_s=max(0.0, float(fixed)), verify_swap_row_s=max(0.0, float(per_row)))
     shared = _pairs(runs, costs_for, True, fitted)
     if shared:
-        ratio = np.mean([r["measured"][VERIFY] / r["predicted"][VERIFY] for r in shared])
-        fitted["shared_gpu_slowdown"] = max(0.0, float(ratio) - 1.0)
-    stretch = 1.0 + fitted["shared_gpu_slowdown"]
-    both = [(r, 1.0) for r in own] + [(r, stretch) for r in shared]
-    op = np.mean([r["measured"][DRAFT] / f - r["predicted"][DRAFT] for r, f in both])
-    fitted["drafter_op_s"] = max(0.0, float(op))
-    return {"kind": KIND, "version": 1, "gpu": gpu, **fitted,
+        x = np.array([r["later_passes_s"] for r in shared])
+        y = np.array([r["measured"][VERIFY] - r["predicted"][VERIFY] for r in shared])
+        fitted["shared_verify_stretch"] = max(0.0, float(x @ y / (x @ x))) if x @ x > 0 else 0.0
+    drafts = [(r["measured"][DRAFT], r["predicted"][DRAFT], 0.0) for r in own]
+    drafts += [(r["measured"][DRAFT], r["predicted"][DRAFT], 1.0) for r in shared]
+    m, p, sh = (np.array(v) for v in zip(*drafts))
+    best = None
+    for slow in np.arange(0.0, 1.0005, 0.001) if shared else [0.0]:
+        op = max(0.0, float(np.mean(m / (1 + slow * sh) - p)))
+        err = float(np.sum(((p + op) * (1 + slow * sh) / m - 1) ** 2))
+        if best is None or err < best[0]:
+            best = (err, float(slow), op)
+    fitted["shared_gpu_slowdown"], fitted["drafter_op_s"] = best[1], best[2]
+    return {"kind": KIND, "version": VERSION, "gpu": gpu, **fitted,
             "fit": {"own_gpu_runs": own, "shared_gpu_runs": shared},
             "provenance": (provenance or {}) | {"date": datetime.date.today().isoformat()}}
 
@@ -113,6 +126,8 @@ def load_plugin_costs(folder: str | Path, field_name: str = "--profile-dir") -> 
         raise InputError(field_name, f"{PLUGIN_FILE} is not readable JSON ({exc.__class__.__name__})", str(path)) from None
     require(isinstance(d, dict) and d.get("kind") == KIND, field_name, f"{PLUGIN_FILE} must be a {KIND} object",
             str(path))
+    require(d.get("version") == VERSION, field_name, f"{PLUGIN_FILE} must be version {VERSION} of {KIND} (refit it "
+            "with minedraft-calibrate plugin: version 1 had one sharing factor)", d.get("version"))
     out = {}
     for f in FIELDS:
         v = d.get(f)

@@ -17,6 +17,12 @@ preparation, rejection sampling and output processing, serial with the GPU work 
 the overlap, as in the published system). ``transfer_s`` is charged once per direction when the
 drafter has a GPU of its own: on a draft op (verification results reach the drafter) and on a verify op
 (the drafts reach the target).
+
+A verify and a draft op that run together on one shared GPU (PSD/PEARL, the drafter on the target's GPU):
+:meth:`StepCosts.shared_pair` -- the verify gains ``shared_verify_stretch`` x the drafter's later passes
+(``(k - 1) T_d(b, 1, ctx)``: the uniform one-token passes, which replay full CUDA graphs and take the GPU from
+the verify; the first pass is host-bound and hides in the verify's gaps), and the draft op takes
+``1 + shared_gpu_slowdown`` times as long (the verify beside it slows the drafter).
 """
 
 from __future__ import annotations
@@ -41,10 +47,11 @@ class StepCosts:
     verify_swap_s: float = 0.0
     verify_swap_row_s: float = 0.0
     shared_gpu_slowdown: float = 0.0
+    shared_verify_stretch: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("step_overhead_s", "transfer_s", "drafter_op_s", "verify_swap_s", "verify_swap_row_s",
-                  "shared_gpu_slowdown"):
+                  "shared_gpu_slowdown", "shared_verify_stretch"):
             v = getattr(self, f)
             require(math.isfinite(v) and v >= 0, f, "must be a finite time >= 0", v)
 
@@ -83,6 +90,17 @@ class StepCosts:
         if kind == DRAFT_PREFILL:
             return self._drafter().prefill_time(batch, prompt_len)
         raise ValueError(f"unknown op kind {kind!r}")
+
+    def later_passes_s(self, batch: int, k: float, context_len: float = 0.0) -> float:
+        """The drafter's passes after its first in a draft op of ``k`` forwards: ``(k - 1) T_d(b, 1, ctx)``."""
+        return (k - 1) * self._drafter().forward_time(batch, 1, context_len) if k > 1 and batch else 0.0
+
+    def shared_pair(self, verify_s: float, draft_s: float, draft_batch: int, draft_k: float,
+                    context_len: float = 0.0) -> tuple[float, float]:
+        """Durations of a verify and a draft op (``draft_batch`` rows, ``draft_k`` forwards) that run together on
+        one shared GPU, from their durations alone (see the module doc)."""
+        extra = self.shared_verify_stretch * self.later_passes_s(draft_batch, draft_k, context_len)
+        return verify_s + extra, draft_s * (1.0 + self.shared_gpu_slowdown)
 
     def _drafter(self) -> LatencyModel:
         if self.draft is None:

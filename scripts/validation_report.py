@@ -150,12 +150,14 @@ Three costs of the plugin are therefore fitted (`{fit['provenance']['command']}`
 `minedraft.calibration.plugin`: this machine's α = 0.6 runs and the one-GPU runs of 2026-12-01 at k = 1 and 5, below;
 the α = 0.8 runs here and every run of 2026-12-02 are held out): **{fit['verify_swap_s'] * 1e3:.1f} ms + {fit['verify_swap_row_s'] * 1e6:.0f} µs per
 row for each verify of alternating halves** (vLLM's persistent batch drops one half's rows and re-adds the other's
-every step, fitted on the own-GPU runs), a **{fit['shared_gpu_slowdown']:+.0%} slowdown** of overlapping target and
-drafter ops when both processes share one GPU (time-sliced, not concurrent; from the sharing runs' verifies) and
-**{fit['drafter_op_s'] * 1e3:.1f} ms per drafter op** (its process re-enters the requests' copies and builds a fresh
-input batch each op; the step models give the 0.6B drafter's three forwards 6-13 ms; from the draft ops of both
-layouts, the sharing ones divided by the slowdown). The drafter op is hidden behind the target's verify on its own
-GPU, but not when sharing.
+every step, fitted on the own-GPU runs); when both processes share one GPU (time-sliced, not concurrent), **a verify
+gains {fit['shared_verify_stretch']:.2f} x the drafter's passes after its first** (`(k - 1) T_d(b, 1)`: the uniform passes, which
+replay full CUDA graphs; the first pass decodes a mixed batch under piecewise graphs, is host-bound and hides in the
+verify's gaps: with k = 1 the verify is as long as alone, `python benchmarks/first_pass.py`) and **the drafter's op
+takes {fit['shared_gpu_slowdown']:+.0%} longer**; and **{fit['drafter_op_s'] * 1e3:.1f} ms per drafter op** (its process re-enters the
+requests' copies, builds a fresh input batch each op and decodes that mixed first pass; fitted with the drafter's
+slowdown on the draft ops of both layouts). The drafter op is hidden behind the target's verify on its own GPU and,
+at these configurations, when sharing too; what sharing costs is the verify's stretch.
 
 | held out | runs | output throughput \|error\| | mean E2E \|error\| |
 |---|---|---|---|
@@ -165,8 +167,9 @@ GPU, but not when sharing.
 The step models over-predict this machine's AR and SD throughput by {min(offs):.0%}-{max(offs):.0%} (they
 were fitted on another H200 host): part of that offset sits in the fitted plugin costs too. The worst held-out PSD
 prediction is {worst_psd['target']} ({worst_psd['psd_drafter']} GPU, {worst_psd['psd_capacity']}, batch
-{worst_psd['max_num_seqs']}: {err(worst_psd):+.1%}): one slowdown factor for both ops, fitted mostly on the
-32B runs, is too coarse there (the 8B's verify is short next to the drafter's op).
+{worst_psd['max_num_seqs']}: {err(worst_psd):+.1%}). For the 8B at 16 rows the drafter's op is over-predicted
+(its forwards come from the SD step fit, whose first forward is charged at k + 1 tokens a row where the plugin feeds
+one or two), which puts it on the model's critical path.
 
 {chr(10).join(lines)}
 
@@ -366,8 +369,9 @@ over-predict these hosts, as on the 2026-11-23 two-GPU machine).
 max_num_seqs: {'; '.join(f'{p}, k = {k}, {m} rows: {r:.2f}x' for p, k, m, r in good)}. Sharing the GPU, PSD
 ties or loses against SD on the 32B target and pays in latency: with twice the requests in flight (double), its mean
 E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. PSD's prediction errors by pair and k (16 rows, then 64; * fitted by the
-plugin costs): {errs_by}. For the 32B target the one drafter-op cost does not follow k (under at k = 1, over at
-k = 5, even though those runs were fitted).
+plugin costs): {errs_by}. The sharing is modelled per drafter pass (a verify stretches by the drafter's
+passes after its first, `docs/calibration.md`), so the errors no longer change sign with k; the 8B at 16 rows is
+under-predicted because its drafter op is over-predicted (the SD step fit's first forward).
 
 Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "nothing"}.
 

@@ -17,7 +17,7 @@ import simpy
 
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.costs import StepCosts
-from minedraft.ops import DRAFT, DRAFT_PREFILL, PREFILL, RESOURCES, VERIFY, Op, OpResult
+from minedraft.ops import DRAFT, DRAFT_PREFILL, PREFILL, RESOURCES, TARGET, VERIFY, Op, OpResult
 from minedraft.policies import POLICIES, PolicyConfig
 from minedraft.trace import Trace, TraceRecorder
 from minedraft.workload import Requests
@@ -51,7 +51,8 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
     cross = policy.uses_own_drafter_gpu()
     own_process = cross or policy_name in ("psd", "pearl")  # a drafter process of its own (drafter_op_s)
     # PSD/PEARL with the drafter on the target's GPU: ops started together time-share it
-    shared = policy.speculative and not cross and policy_name in ("psd", "pearl") and costs.shared_gpu_slowdown > 0
+    shared = policy.speculative and not cross and policy_name in ("psd", "pearl") and (
+        costs.shared_gpu_slowdown > 0 or costs.shared_verify_stretch > 0)
     last_verify = {"batch": None}
     rec = TraceRecorder(n, details=details)
     arrival = requests.arrival
@@ -71,14 +72,27 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
         if not state["wake"].triggered:
             state["wake"].succeed()
 
+    def k_ctx(op: Op) -> tuple[float, float]:
+        """Tokens per row the op's forwards take (a verify's checks, a draft op's forwards) and its mean context."""
+        reqs = op.reqs
+        ctx = float(prompt_len[reqs].mean() + policy.generated[reqs].mean()) if len(reqs) else 0.0
+        k = float(op.lengths.mean()) if (op.kind == VERIFY and op.lengths is not None) else op.k + op.extra_forwards
+        return k, ctx
+
+    def shared_times(ops: list[Op], times: list[float]) -> list[float]:
+        """Durations of the target's op and the drafter's op started together on the one shared GPU."""
+        (t_op, t), (d_op, d) = sorted(zip(ops, times), key=lambda x: x[0].resource != TARGET)
+        k, ctx = k_ctx(d_op) if d_op.kind == DRAFT else (0.0, 0.0)
+        t, d = costs.shared_pair(t, d, len(d_op.reqs) if d_op.kind == DRAFT else 0, k, ctx)
+        return [t if op is t_op else d for op in ops]
+
     def duration(op: Op) -> float:
         reqs = op.reqs
         b = len(reqs)
         if op.kind in (PREFILL, DRAFT_PREFILL):
             prompt = op.chunk_tokens / b if op.chunk_tokens else float(prompt_len[reqs].mean())
             return costs.op_time(op.kind, b, prompt_len=prompt)
-        ctx = float(prompt_len[reqs].mean() + policy.generated[reqs].mean()) if b else 0.0
-        k = float(op.lengths.mean()) if (op.kind == VERIFY and op.lengths is not None) else op.k + op.extra_forwards
+        k, ctx = k_ctx(op)
         swap = False
         if op.kind == VERIFY and policy_name == "psd":
             swap = last_verify["batch"] is not None and last_verify["batch"] != op.batch_id
@@ -86,13 +100,13 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
         return costs.op_time(op.kind, b, k=k, context_len=ctx, cross_device=cross and op.kind in (DRAFT, VERIFY),
                              chunk_tokens=op.chunk_tokens, own_process=own_process, swap=swap)
 
-    def start(op: Op, stretch: float = 1.0) -> None:
+    def start(op: Op, seconds: float) -> None:
         if op.resource not in free:
             raise AssertionError(f"{policy_name} started {op.kind} on busy resource {op.resource}")
         free.discard(op.resource)
         overhead = costs.step_overhead_s if op.new_step else 0.0
         t0 = env.now + overhead
-        t1 = t0 + duration(op) * stretch
+        t1 = t0 + seconds
         ev = env.timeout(t1 - env.now, value=_Running(op, t0, t1))
         ev.callbacks.append(finished_op)
 
@@ -115,9 +129,11 @@ def simulate(policy_name: str, requests: Requests, cfg: PolicyConfig, costs: Ste
                 policy.arrive(range(i, j))
                 i = j
             ops = policy.next_ops(frozenset(free))
-            together = shared and {op.resource for op in ops} == set(RESOURCES)
-            for op in ops:
-                start(op, 1.0 + costs.shared_gpu_slowdown if together else 1.0)
+            times = [duration(op) for op in ops]
+            if shared and {op.resource for op in ops} == set(RESOURCES):
+                times = shared_times(ops, times)
+            for op, seconds in zip(ops, times):
+                start(op, seconds)
             in_flight += len(ops)
             if in_flight == 0 and i >= n:
                 if not policy.idle:

@@ -108,7 +108,7 @@ def test_e2e_under_poisson_load(policy, capacity):
 def test_plugin_costs_and_gpu_sharing_agree_with_the_simulator(policy, drafter):
     """The plugin's measured costs (drafter op, half swap per row, shared-GPU slowdown) enter both the same way."""
     costs = StepCosts(Constant(0.02), Constant(0.004), 0.5e-3, 0.0, drafter_op_s=2e-3, verify_swap_s=1e-3,
-                      verify_swap_row_s=50e-6, shared_gpu_slowdown=0.25)
+                      verify_swap_row_s=50e-6, shared_gpu_slowdown=0.25, shared_verify_stretch=0.8)
     setup = Setup(AcceptanceCurve.geometric(0.7), costs, 8, "double", "own" if policy == "sd" else "shared",
                   psd_drafter=drafter if policy != "sd" else "own")
     n = 300 * setup.capacity(policy)

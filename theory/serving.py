@@ -77,10 +77,12 @@ class Setup:
         """Whether the drafter runs in a process of its own (the plugin's costs per drafter op apply)."""
         return policy in ("psd", "pearl") or (policy == "sd" and self.sd_drafter == "own")
 
-    def overlap_stretch(self, policy: str) -> float:
-        """How much longer overlapping target and drafter ops take: ``1 + s`` when they share one GPU."""
-        shared = policy in ("psd", "pearl") and self.psd_drafter == "shared"
-        return 1.0 + self.costs.shared_gpu_slowdown if shared else 1.0
+    def overlapped(self, policy: str, verify_s: float, draft_s: float, draft_batch: float, draft_k: float) -> float:
+        """How long a verify and a draft op that run together take (the longer of the two): on one shared GPU
+        they slow each other (:meth:`StepCosts.shared_pair`)."""
+        if policy in ("psd", "pearl") and self.psd_drafter == "shared":
+            verify_s, draft_s = self.costs.shared_pair(verify_s, draft_s, draft_batch, draft_k, self.context_len)
+        return max(verify_s, draft_s)
 
     def cross(self, policy: str) -> bool:
         """Whether drafts and verification results cross GPUs (transfers apply)."""
@@ -129,7 +131,7 @@ def cycle_time(policy: str, setup: Setup, k: int, in_flight: int) -> tuple[float
     """Seconds between two steps of one request with ``in_flight`` requests running, and engine steps per cycle."""
     c, ctx, n = setup.costs, setup.context_len, in_flight
     o = c.step_overhead_s
-    cross, own, f = setup.cross(policy), setup.drafter_process(policy), setup.overlap_stretch(policy)
+    cross, own, both = setup.cross(policy), setup.drafter_process(policy), setup.overlapped
     if policy == "ar":
         return o + c.op_time(DECODE, n, context_len=ctx), 1
     if policy == "sd":
@@ -141,10 +143,11 @@ def cycle_time(policy: str, setup: Setup, k: int, in_flight: int) -> tuple[float
         # the halves alternate: every verify swaps the target's batch
         v1, v2 = _t(c, VERIFY, h1, k, ctx, cross, swap=True), _t(c, VERIFY, h2, k, ctx, cross, swap=True)
         d1, d2 = _t(c, DRAFT, h1, k, ctx, cross, own), _t(c, DRAFT, h2, k, ctx, cross, own)
-        return 2 * o + f * (max(v1, d2) + max(v2, d1)), 2
+        return 2 * o + both(policy, v1, d2, h2, k) + both(policy, v2, d1, h1, k), 2
     if policy == "pearl":  # the drafter runs k + 1 forwards: a guess of the target's next token, then k drafts
         mean_len = pearl_valid_share(setup.curve, k) * k
-        return o + f * max(_t(c, VERIFY, n, mean_len, ctx, cross), _t(c, DRAFT, n, k + 1, ctx, cross, own)), 1
+        return o + both(policy, _t(c, VERIFY, n, mean_len, ctx, cross), _t(c, DRAFT, n, k + 1, ctx, cross, own),
+                        n, k + 1), 1
     raise ValueError(f"unknown policy {policy!r}")
 
 

@@ -366,8 +366,9 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
     path = save(fit, out)
     console = common_console()
     console.print(f"plugin costs from {len(train)} runs: drafter op {fit['drafter_op_s'] * 1e3:.2f} ms, half swap "
-                  f"{fit['verify_swap_s'] * 1e3:.2f} ms + {fit['verify_swap_row_s'] * 1e6:.0f} us/row, shared-GPU "
-                  f"slowdown {fit['shared_gpu_slowdown']:+.1%}; wrote {path}")
+                  f"{fit['verify_swap_s'] * 1e3:.2f} ms + {fit['verify_swap_row_s'] * 1e6:.0f} us/row; sharing a GPU: "
+                  f"verify + {fit['shared_verify_stretch']:.2f} x the drafter's later passes, drafter op "
+                  f"{fit['shared_gpu_slowdown']:+.1%}; wrote {path}")
     err = {n: abs(r["predicted"]["output_throughput"] / r["measured"]["output_throughput"] - 1)
            for n, r in ((n, validate(n, recs, models, flag, 0, plugin=out)) for n, recs in sorted(test.items()))}
     for source, runs_of in [("all", test)] + ([(s, t) for s, t in tests.items() if t] if len(tests) > 1 else []):

@@ -97,8 +97,11 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
                         "slowdown): a GPU with a shipped fit (h200) or a folder with plugin.json (default: none, the "
                         "design as published)")
     g.add_argument("--shared-gpu-slowdown", default=None,
-                   help="with --psd-drafter shared: overlapping target and drafter ops take (1 + S) x as long "
+                   help="with --psd-drafter shared: a drafter op beside a target op takes (1 + S) x as long "
                         "(default: measured on H200 with minedraft's plugin)")
+    g.add_argument("--shared-verify-stretch", default=None,
+                   help="with --psd-drafter shared: a verify beside a draft op gains C x the drafter's passes after "
+                        "its first, (k - 1) x T_d(b, 1) (default: measured on H200 with minedraft's plugin)")
     g.add_argument("--tetris-extra-proposals", default="0", help="TETRIS e on sd/psd (0 = off)")
     g.add_argument("--tetris-capacity", default="0", help="TETRIS verify budget per full batch (0 = k x batch)")
 
@@ -329,16 +332,18 @@ def step_costs(a: argparse.Namespace, needs_drafter: bool) -> tuple[StepCosts, i
         fit = load_plugin_costs(folder, "--plugin-costs")
         plugin = {k: fit[k] for k in plugin}
         info["plugin_costs"] = f"{folder.name}/plugin.json (minedraft's vLLM plugin, measured)"
-    slowdown = 0.0
+    sharing = dict.fromkeys(("shared_gpu_slowdown", "shared_verify_stretch"), 0.0)
     if getattr(a, "psd_drafter", "own") == "shared":
-        if getattr(a, "shared_gpu_slowdown", None) is None:
-            slowdown = load_plugin_costs(PROFILES / "h200")["shared_gpu_slowdown"]
-            info["shared_gpu_slowdown"] = f"{slowdown:.3f} (measured on H200, minedraft's plugin)"
-        else:
-            slowdown = as_float(a.shared_gpu_slowdown, "--shared-gpu-slowdown", 0.0, 10.0)
-            info["shared_gpu_slowdown"] = f"{slowdown:.3f} (given)"
-    return StepCosts(target, draft, step_overhead_s=overhead, transfer_s=transfer, shared_gpu_slowdown=slowdown,
-                     **plugin), tp, info
+        measured = load_plugin_costs(PROFILES / "h200")
+        for key in sharing:
+            flag = "--" + key.replace("_", "-")
+            if getattr(a, key, None) is None:
+                sharing[key] = measured[key]
+                info[key] = f"{sharing[key]:.3f} (measured on H200, minedraft's plugin)"
+            else:
+                sharing[key] = as_float(getattr(a, key), flag, 0.0, 10.0)
+                info[key] = f"{sharing[key]:.3f} (given)"
+    return StepCosts(target, draft, step_overhead_s=overhead, transfer_s=transfer, **sharing, **plugin), tp, info
 
 
 def load_latency(path: str, flag: str) -> LatencyModel:

@@ -29,6 +29,7 @@ PLUGIN_POLICIES = ("psd", "pearl")
 NOT_YET = {
     "psd_drafter": ("own", "the plugin's drafter placement is --drafter-device (same shares the target's GPU)"),
     "shared_gpu_slowdown": ("none", "a simulator parameter (unset); the executor measures the sharing"),
+    "shared_verify_stretch": ("none", "a simulator parameter (unset); the executor measures the sharing"),
     "plugin_costs": ("none", "a simulator parameter (unset); the executor measures the plugin"),
     "tetris_extra_proposals": ("0", "TETRIS is not in vLLM nor in the plugin yet"),
     "tetris_capacity": ("0", "TETRIS is not in vLLM nor in the plugin yet"),
