@@ -83,6 +83,24 @@ def verify_alone(name: str, recs: list[dict], half: int) -> float | None:
     return v * 1e3 if v is not None else None
 
 
+def ratio(x: float | None, y: float | None) -> float | None:
+    return x / y if x is not None and y else None
+
+
+def sharing_row(name: str, recs: list[dict]) -> dict:
+    """One run's full halves, medians in ms: draft op, verify, the verify modelled alone, the stretch (verify -
+    alone) and the drafter's later passes ((k - 1) x the median pass after the first)."""
+    cfg = recs[0]["config"]
+    half = cfg["max_num_seqs"] if cfg.get("psd_capacity") == "double" else max(1, cfg["max_num_seqs"] // 2)
+    draft, verify = half_medians(recs, half)
+    alone = verify_alone(name, recs, half)
+    later = [statistics.median(r["forward_ms"][1:]) for r in recs if r.get("type") == "op" and r["op"] == "draft"
+             and len(r["request_ids"]) == half and len(r.get("forward_ms") or []) > 1]
+    return {"rows": half, "draft": draft, "verify": verify, "alone": alone,
+            "stretch": verify - alone if verify is not None and alone is not None else None,
+            "later": (int(cfg["k"]) - 1) * statistics.median(later) if later else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     import_minedraft()
     from minedraft.errors import InputError
@@ -120,17 +138,11 @@ def report(argv: list[str] | None) -> int:
             group = (cfg["target"], cfg["draft"], int(cfg["k"]))
             for _, shape, ex in rows:
                 pooled[group + (shape,)].append(ex)
-            half = cfg["max_num_seqs"] if cfg.get("psd_capacity") == "double" else max(1, cfg["max_num_seqs"] // 2)
-            draft, verify = half_medians(recs, half)
-            alone = verify_alone(name, recs, half)
-            stretch = verify - alone if verify and alone else None
-            later = [statistics.median(r["forward_ms"][1:]) for r in recs if r.get("type") == "op"
-                     and r["op"] == "draft" and len(r["request_ids"]) == half and len(r.get("forward_ms") or []) > 1]
-            later = (int(cfg["k"]) - 1) * statistics.median(later) if later else None
+            r = sharing_row(name, recs)
             f = lambda x, p=1: f"{x:.{p}f}" if x is not None else "-"  # noqa: E731
-            per_run.add_row(Path(folder).name[:10], f"{cfg['target']} + {cfg['draft']}", str(cfg["k"]), str(half),
-                            f(draft), f(verify), f(draft / verify, 2) if draft and verify else "-", f(alone),
-                            f(stretch), f(later), f(stretch / later, 2) if stretch is not None and later else "-")
+            per_run.add_row(Path(folder).name[:10], f"{cfg['target']} + {cfg['draft']}", str(cfg["k"]), str(r["rows"]),
+                            f(r["draft"]), f(r["verify"]), f(ratio(r["draft"], r["verify"]), 2), f(r["alone"]),
+                            f(r["stretch"]), f(r["later"]), f(ratio(r["stretch"], r["later"]), 2))
     require(bool(pooled), "folders", "need PSD traces whose drafter ops carry forward_ms (written since 2026-12-01)",
             ", ".join(a.folders))
     table = Table(title="Drafter's first pass minus the median of its later passes, by the first pass's shape")

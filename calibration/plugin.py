@@ -4,7 +4,9 @@ The step models (:mod:`minedraft.calibration.steps`) are fitted to vLLM's own AR
 plugin adds costs of its own (``StepCosts``): ``drafter_op_s`` per drafter op (its process re-enters the
 requests' copies, builds inputs, answers over a socket), ``verify_swap_s`` + ``verify_swap_row_s`` per row on
 each PSD verify (the target's batch alternates between halves, so vLLM's persistent batch drops and re-adds
-its rows every step) and ``shared_gpu_slowdown`` (target and drafter processes time-sharing one GPU).
+its rows every step) and, with target and drafter processes time-sharing one GPU, ``shared_verify_stretch`` (a
+verify's extra time per second of the drafter's later passes beside it, as the step models give them) and
+``shared_gpu_slowdown`` (the drafter's op slowed by the verify).
 
 The fit replays each measured run with the step models and compares op durations, per run, over the
 full-size decode ops (verify ops of a whole half, draft ops of a whole half):
@@ -19,7 +21,7 @@ full-size decode ops (verify ops of a whole half, draft ops of a whole half):
    ``benchmarks/first_pass.py``);
 3. ``drafter_op_s`` and ``shared_gpu_slowdown`` (the drafter's op slowed by the verify beside it) together from
    the draft ops of both layouts: measured = (predicted + ``drafter_op_s``) x (1 + ``shared_gpu_slowdown``
-   when sharing), least squares in relative error (the slowdown on a 0.1 % grid, the op cost in closed form).
+   when sharing), least squares in relative error (the slowdown on a 0.1 % grid, the op cost in closed form at each).
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenanc
     m, p, sh = (np.array(v) for v in zip(*drafts))
     best = None
     for slow in np.arange(0.0, 1.0005, 0.001) if shared else [0.0]:
-        op = max(0.0, float(np.mean(m / (1 + slow * sh) - p)))
-        err = float(np.sum(((p + op) * (1 + slow * sh) / m - 1) ** 2))
+        w = (1 + slow * sh) / m  # predicted / measured per second of modelled draft
+        op = max(0.0, float(w @ (1 - w * p) / (w @ w)))  # the least-squares op cost at this slowdown
+        err = float(np.sum((w * (p + op) - 1) ** 2))
         if best is None or err < best[0]:
             best = (err, float(slow), op)
     fitted["shared_gpu_slowdown"], fitted["drafter_op_s"] = best[1], best[2]

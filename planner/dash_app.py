@@ -122,6 +122,9 @@ def compute(s: dict) -> View:
     arrivals = "offline" if wl.offline else f"{wl.request_rate:g} req/s Poisson"
     header = (f"{where}; k={k}, acceptance {curve.source if curve else acurve.source}; max_num_seqs "
               f"{cfg.max_num_seqs}; {n} prompts {arrivals}")
+    if acfg.psd_drafter == "shared":
+        header += (f"; PSD drafter sharing the target's GPU: a verify gains {info['shared_verify_stretch']} x the "
+                   f"drafter's later passes, the drafter's op slows by {info['shared_gpu_slowdown']}")
     figs = {"throughput": throughput_figure(results, setup, k, wl, req),
             "latency": latency_figure(results),
             "tradeoff": tradeoff_figure(policies, setup, k),
@@ -221,7 +224,9 @@ def gantt_figure(s: dict, cfg) -> go.Figure:
             if not len(idx):
                 continue
             res = np.array(RESOURCES)[trace.op_resource[idx]]
-            y = [f"{label} · {'target GPU' if r == 'target' else 'drafter GPU'}" for r in res]
+            drafter = "drafter (on the target's GPU)" if trace.policy != "sd" and gcfg.psd_drafter == "shared" or \
+                trace.policy == "sd" and gcfg.sd_drafter == "shared" else "drafter GPU"
+            y = [f"{label} · {'target GPU' if r == 'target' else drafter}" for r in res]
             start = (trace.op_t_start[idx] - t0) * 1e3
             dur = (trace.op_t_end[idx] - trace.op_t_start[idx]) * 1e3
             fig.add_trace(go.Bar(y=y, x=dur, base=start, orientation="h", name=f"{kind}",

@@ -167,7 +167,7 @@ at these configurations, when sharing too; what sharing costs is the verify's st
 The step models over-predict this machine's AR and SD throughput by {min(offs):.0%}-{max(offs):.0%} (they
 were fitted on another H200 host): part of that offset sits in the fitted plugin costs too. The worst held-out PSD
 prediction is {worst_psd['target']} ({worst_psd['psd_drafter']} GPU, {worst_psd['psd_capacity']}, batch
-{worst_psd['max_num_seqs']}: {err(worst_psd):+.1%}). For the 8B at 16 rows the drafter's op is over-predicted
+{worst_psd['max_num_seqs']}: {err(worst_psd):+.1%}). For the 8B at k = 5 with 16 rows the drafter's op is over-predicted
 (its forwards come from the SD step fit, whose first forward is charged at k + 1 tokens a row where the plugin feeds
 one or two), which puts it on the model's critical path.
 
@@ -370,8 +370,8 @@ max_num_seqs: {'; '.join(f'{p}, k = {k}, {m} rows: {r:.2f}x' for p, k, m, r in g
 ties or loses against SD on the 32B target and pays in latency: with twice the requests in flight (double), its mean
 E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. PSD's prediction errors by pair and k (16 rows, then 64; * fitted by the
 plugin costs): {errs_by}. The sharing is modelled per drafter pass (a verify stretches by the drafter's
-passes after its first, `docs/calibration.md`), so the errors no longer change sign with k; the 8B at 16 rows is
-under-predicted because its drafter op is over-predicted (the SD step fit's first forward).
+passes after its first, `docs/calibration.md`), so the errors no longer change sign with k; the 8B at k = 5 with
+16 rows is under-predicted because its drafter op is over-predicted (the SD step fit's first forward).
 
 Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "nothing"}.
 

@@ -166,7 +166,8 @@ def test_dash_cli_bad_port(capsys):
 def test_psd_as_the_plugin_runs_it_and_on_a_shared_gpu():
     """'PSD as': the design, or charged the plugin's measured costs (--plugin-costs h200); 'PSD drafter': own GPU
     or sharing the target's (one GPU fewer, ops stretched). Both reach the command line and move PSD's numbers."""
-    base = {r["policy"]: r for r in d.compute(state(policies=["sd", "psd"])).rows}
+    base_view = d.compute(state(policies=["sd", "psd"]))
+    base = {r["policy"]: r for r in base_view.rows}
     plug = d.compute(state(policies=["sd", "psd"], plugin_costs="h200"))
     shared = d.compute(state(policies=["sd", "psd"], psd_drafter="shared"))
     assert "--plugin-costs h200" in plug.command and "--psd-drafter" not in plug.command
@@ -177,3 +178,6 @@ def test_psd_as_the_plugin_runs_it_and_on_a_shared_gpu():
     assert p["psd"]["out tok/s"] < base["psd"]["out tok/s"]
     assert (s["psd"]["GPUs"], base["psd"]["GPUs"]) == (base["sd"]["GPUs"], base["sd"]["GPUs"] + 1)
     assert s["psd"]["out tok/s"] < base["psd"]["out tok/s"]
+    # the sharing terms the simulator charged are named, with where they were measured
+    assert "sharing the target's GPU" in shared.header and "measured on H200" in shared.header
+    assert "sharing the target's GPU" not in base_view.header

@@ -194,6 +194,7 @@ def _run(args, capsys):
     (["--sd-drafter", "gpu"], "--sd-drafter"),
     (["--psd-drafter", "shared"], "--psd-drafter"),
     (["--shared-gpu-slowdown", "0.2"], "--shared-gpu-slowdown"),
+    (["--shared-verify-stretch", "1.3"], "--shared-verify-stretch"),
     (["--policy", "sd", "--sd-drafter", "own", "--prefill-mode", "chunked"], "--prefill-mode"),
     (["--tetris-extra-proposals", "2"], "--tetris-extra-proposals"),
     (["--accept-concentration", "5"], "--accept-concentration"),

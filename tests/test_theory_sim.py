@@ -51,8 +51,8 @@ def offline_cases(draw):
     m = draw(st.sampled_from([2, 4, 8, 16]))
     out_len = draw(st.integers(17, 49))
     seed = draw(st.integers(0, 1000))
-    # the plugin's measured costs (drafter op, half swap, shared-GPU slowdown), on or off
-    plugin = draw(st.sampled_from([(0.0, 0.0, 0.0, 0.0), (1e-3, 0.5e-3, 20e-6, 0.3)]))
+    # the plugin's measured costs (drafter op, half swap, drafter slowdown and verify stretch on a shared GPU), on or off
+    plugin = draw(st.sampled_from([(0.0, 0.0, 0.0, 0.0, 0.0), (1e-3, 0.5e-3, 20e-6, 0.3, 0.8)]))
     base = policy.split("-")[0]
     costs = StepCosts(Constant(y), Constant(x), o, tau, *plugin)
     setup = Setup(AcceptanceCurve.geometric(a), costs, m, "split" if policy == "psd-split" else "double",
@@ -116,3 +116,22 @@ def test_plugin_costs_and_gpu_sharing_agree_with_the_simulator(policy, drafter):
     theory = offline(policy, setup, 3, n, 33, prompt_len=32)
     assert sim["makespan_s"] == pytest.approx(theory.makespan_s, rel=0.01)
     assert sim["num_gpus"] == setup.gpus(policy)
+
+
+@pytest.mark.parametrize("longer", ["drafter", "verify"])
+@pytest.mark.parametrize("policy,capacity,m", [("psd", "split", 7), ("psd", "double", 5), ("pearl", "double", 6)])
+def test_shared_gpu_terms_agree_with_the_simulator(policy, capacity, m, longer):
+    """Batch-dependent (affine) step times and odd halves on a shared GPU. With the drafter's op the longer one its
+    slowdown decides the step; with the verify the longer one its stretch by the drafter's later passes (over the
+    rows of the *other* half) does."""
+    if longer == "drafter":
+        target, drafter = Affine(2e-3, 20e-6, prefill_token_s=1e-6), Affine(1.5e-3, 40e-6, prefill_token_s=1e-6)
+    else:
+        target, drafter = Affine(10e-3, 50e-6, prefill_token_s=1e-6), Affine(0.5e-3, 150e-6, prefill_token_s=1e-6)
+    costs = StepCosts(target, drafter, 0.3e-3, 0.0, drafter_op_s=1e-3, verify_swap_s=0.5e-3, verify_swap_row_s=30e-6,
+                      shared_gpu_slowdown=0.3, shared_verify_stretch=0.9)
+    setup = Setup(AcceptanceCurve.geometric(0.75), costs, m, capacity, "shared", psd_drafter="shared")
+    n = 300 * setup.capacity(policy)
+    sim = _sim(policy, setup, 4, n, 33, seed=2)
+    theory = offline(policy, setup, 4, n, 33, prompt_len=32)
+    assert sim["makespan_s"] == pytest.approx(theory.makespan_s, rel=0.01)

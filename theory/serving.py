@@ -53,7 +53,7 @@ class Setup:
     target_gpus: int = 1
     #: Mean cached tokens per running request (prompt + half the output): roofline models use it.
     context_len: float = 0.0
-    #: PSD/PEARL drafter: own GPU (published) or shared with the target (ops stretched by the costs' slowdown).
+    #: PSD/PEARL drafter: own GPU (published) or shared with the target (overlapping ops: StepCosts.shared_pair).
     psd_drafter: str = "own"
 
     def __post_init__(self) -> None:

@@ -93,15 +93,16 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--psd-drafter", default="own", help="PSD/PEARL drafter placement: own (published) | shared "
                    "(time-shares the target's GPU)")
     g.add_argument("--plugin-costs", default=None,
-                   help="add minedraft's vLLM plugin's measured costs to PSD/PEARL (drafter op, half swap, shared-GPU "
-                        "slowdown): a GPU with a shipped fit (h200) or a folder with plugin.json (default: none, the "
-                        "design as published)")
+                   help="add minedraft's vLLM plugin's measured costs to PSD/PEARL (drafter op, half swap; with "
+                        "--psd-drafter shared also its sharing terms): a GPU with a shipped fit (h200) or a folder with "
+                        "plugin.json (default: none, the design as published)")
     g.add_argument("--shared-gpu-slowdown", default=None,
-                   help="with --psd-drafter shared: a drafter op beside a target op takes (1 + S) x as long "
-                        "(default: measured on H200 with minedraft's plugin)")
+                   help="with --psd-drafter shared: a drafter op beside a target op takes (1 + S) x as long; "
+                        "overrides this term only (default: the --plugin-costs fit, else measured on H200)")
     g.add_argument("--shared-verify-stretch", default=None,
                    help="with --psd-drafter shared: a verify beside a draft op gains C x the drafter's passes after "
-                        "its first, (k - 1) x T_d(b, 1) (default: measured on H200 with minedraft's plugin)")
+                        "its first as modelled, (k - 1) x T_d(b, 1); overrides this term only (default: the "
+                        "--plugin-costs fit, else measured on H200)")
     g.add_argument("--tetris-extra-proposals", default="0", help="TETRIS e on sd/psd (0 = off)")
     g.add_argument("--tetris-capacity", default="0", help="TETRIS verify budget per full batch (0 = k x batch)")
 
@@ -323,6 +324,7 @@ def step_costs(a: argparse.Namespace, needs_drafter: bool) -> tuple[StepCosts, i
     from minedraft.calibration.steps import PROFILES
 
     plugin = dict.fromkeys(("drafter_op_s", "verify_swap_s", "verify_swap_row_s"), 0.0)
+    sharing_from, sharing_label = PROFILES / "h200", "measured on H200, minedraft's plugin"
     pc = getattr(a, "plugin_costs", None)
     if pc is not None and str(pc).lower() != "none":
         folder = Path(pc) if Path(pc).is_dir() else PROFILES / str(pc).lower()
@@ -332,14 +334,15 @@ def step_costs(a: argparse.Namespace, needs_drafter: bool) -> tuple[StepCosts, i
         fit = load_plugin_costs(folder, "--plugin-costs")
         plugin = {k: fit[k] for k in plugin}
         info["plugin_costs"] = f"{folder.name}/plugin.json (minedraft's vLLM plugin, measured)"
+        sharing_from, sharing_label = folder, f"{folder.name}/plugin.json"
     sharing = dict.fromkeys(("shared_gpu_slowdown", "shared_verify_stretch"), 0.0)
     if getattr(a, "psd_drafter", "own") == "shared":
-        measured = load_plugin_costs(PROFILES / "h200")
+        measured = load_plugin_costs(sharing_from, "--plugin-costs")
         for key in sharing:
             flag = "--" + key.replace("_", "-")
             if getattr(a, key, None) is None:
                 sharing[key] = measured[key]
-                info[key] = f"{sharing[key]:.3f} (measured on H200, minedraft's plugin)"
+                info[key] = f"{sharing[key]:.3f} ({sharing_label})"
             else:
                 sharing[key] = as_float(getattr(a, key), flag, 0.0, 10.0)
                 info[key] = f"{sharing[key]:.3f} (given)"
