@@ -57,48 +57,34 @@ def first_pass_rows(recs: list[dict]) -> tuple[dict, list[tuple[int, str, float]
     return cfg, out
 
 
-def half_medians(recs: list[dict], half: int) -> tuple[float | None, float | None]:
-    """Median ms of the full-half draft and verify ops."""
-    med = {}
-    for kind in ("draft", "verify"):
-        d = [(r["t_end"] - r["t_start"]) * 1e3 for r in recs
-             if r.get("type") == "op" and r["op"] == kind and len(r["request_ids"]) == half]
-        med[kind] = statistics.median(d) if d else None
-    return med["draft"], med["verify"]
-
-
-def verify_alone(name: str, recs: list[dict], half: int) -> float | None:
-    """Median ms of a full-half verify as the shipped H200 models predict it with the GPU not shared."""
+def sharing_row(name: str, recs: list[dict]) -> dict:
+    """One run's full halves, medians in ms: draft op, verify, the verify the shipped H200 models predict with the
+    GPU not shared ("alone"), the stretch (verify - alone) and the drafter's later passes ((k - 1) x the median
+    pass after the first)."""
     from dataclasses import replace
 
     from minedraft.calibration.plugin import op_medians
     from minedraft.calibration.steps import PROFILES
     from minedraft.cli.validate import costs_for
+    from minedraft.policies.psd import half_capacity
     from minedraft.simulator.replay import measured_run, replay
 
     run = measured_run(recs, name)
+    half = half_capacity(run.cfg)
     costs = replace(costs_for(PROFILES / "h200", run.target, run.draft, "folders", plugin=PROFILES / "h200"),
                     shared_gpu_slowdown=0.0, shared_verify_stretch=0.0)
-    v = op_medians(replay(run, costs), half)["verify"]
-    return v * 1e3 if v is not None else None
-
-
-def ratio(x: float | None, y: float | None) -> float | None:
-    return x / y if x is not None and y else None
-
-
-def sharing_row(name: str, recs: list[dict]) -> dict:
-    """One run's full halves, medians in ms: draft op, verify, the verify modelled alone, the stretch (verify -
-    alone) and the drafter's later passes ((k - 1) x the median pass after the first)."""
-    cfg = recs[0]["config"]
-    half = cfg["max_num_seqs"] if cfg.get("psd_capacity") == "double" else max(1, cfg["max_num_seqs"] // 2)
-    draft, verify = half_medians(recs, half)
-    alone = verify_alone(name, recs, half)
+    ms = lambda x: x * 1e3 if x is not None else None  # noqa: E731
+    m, p = op_medians(run.trace, half), op_medians(replay(run, costs), half)
+    draft, verify, alone = ms(m["draft"]), ms(m["verify"]), ms(p["verify"])
     later = [statistics.median(r["forward_ms"][1:]) for r in recs if r.get("type") == "op" and r["op"] == "draft"
              and len(r["request_ids"]) == half and len(r.get("forward_ms") or []) > 1]
     return {"rows": half, "draft": draft, "verify": verify, "alone": alone,
             "stretch": verify - alone if verify is not None and alone is not None else None,
-            "later": (int(cfg["k"]) - 1) * statistics.median(later) if later else None}
+            "later": (run.k - 1) * statistics.median(later) if later else None}
+
+
+def ratio(x: float | None, y: float | None) -> float | None:
+    return x / y if x is not None and y else None
 
 
 def main(argv: list[str] | None = None) -> int:

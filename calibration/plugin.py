@@ -57,6 +57,7 @@ def op_medians(trace, size: int) -> dict[str, float | None]:
 
 def _pairs(runs: dict[str, list[dict]], costs_for, shared: bool, base: dict) -> list[dict]:
     """Per run of the layout: measured and predicted medians of full-size verify and draft ops."""
+    from minedraft.policies.psd import half_capacity
     from minedraft.simulator.replay import measured_run, replay
 
     rows = []
@@ -65,7 +66,7 @@ def _pairs(runs: dict[str, list[dict]], costs_for, shared: bool, base: dict) -> 
         if run.policy != "psd" or (run.cfg.psd_drafter == "shared") != shared:
             continue
         costs = replace(costs_for(run.target, run.draft), **base)
-        size = run.cfg.max_num_seqs if run.cfg.psd_capacity == "double" else max(1, run.cfg.max_num_seqs // 2)
+        size = half_capacity(run.cfg)
         m, p = op_medians(run.trace, size), op_medians(replay(run, costs), size)
         if None in (m[VERIFY], m[DRAFT], p[VERIFY], p[DRAFT]):
             continue

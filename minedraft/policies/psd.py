@@ -23,6 +23,12 @@ from minedraft.errors import require
 from minedraft.policies.base import EMPTY, Lockstep, tetris_lengths
 
 
+def half_capacity(cfg) -> int:
+    """Requests one PSD half holds at most (one vLLM batch in the plugin): max_num_seqs when the capacity is
+    double, half of it when split."""
+    return cfg.max_num_seqs if cfg.psd_capacity == "double" else max(1, cfg.max_num_seqs // 2)
+
+
 class PSD(Lockstep):
     name = "psd"
     speculative = True
@@ -33,7 +39,7 @@ class PSD(Lockstep):
                 f"{self.name} runs prefill-only steps (the published schedule); chunked is for ar and sd", "chunked")
         double = cfg.psd_capacity == "double"
         self.capacity = 2 * cfg.max_num_seqs if double else cfg.max_num_seqs
-        self.half_capacity = cfg.max_num_seqs if double else max(1, cfg.max_num_seqs // 2)
+        self.half_capacity = half_capacity(cfg)
         self.halves = [EMPTY, EMPTY]
         self.ready: int | None = None  # the half whose drafts are waiting to be verified
         self.lengths: np.ndarray | None = None  # TETRIS verify lengths of the ready half
