@@ -251,25 +251,26 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
     rows = ["| session | pair | k | max_num_seqs | AR tok/s | SD tok/s | PSD tok/s | PSD / SD | PSD / AR | SD / AR | "
             "PSD predicted (error) | SD predicted (error) | PSD / SD predicted | step p90/p10 SD, PSD |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    ratios, e2e, cells = [], [], set()
+    ratios, e2e, cells, no_sd = [], [], set(), []
     psd_keys = sorted((k for k in by if k[3] == "psd"), key=lambda k: (k[1], k[2], k[4], k[5], k[6], k[0]))
     for f, t, d, _, k, mns, var in psd_keys:
         ps, sd, ar = by[(f, t, d, "psd", k, mns, var)], by.get((f, t, d, "sd", k, mns, "")), by.get((f, t, None, "ar", 0, mns, ""))
         if not var:
             cells.add((t, d, k, mns))
         pair = f"{short(t)} + {short(d)}" + (f" ({var})" if var else "")
-        if sd is None:
-            continue
-        r = tput(ps, "measured") / tput(sd, "measured")
-        ratios.append((pair, k, mns, r, bad(sd) or bad(ps)))
-        if not (bad(sd) or bad(ps)):
-            e2e.append(full[ps]["measured"]["mean_e2el_ms"] / full[sd]["measured"]["mean_e2el_ms"])
-        vs_ar = lambda n: f"{tput(n, 'measured') / tput(ar, 'measured'):.2f}x" if ar else "–"  # noqa: E731
-        ar_s = f"{tput(ar, 'measured'):,.0f}" if ar else "–"
-        rows.append(f"| {session[ps]} | {pair} | {k} | {mns} | {ar_s} | "
-                    f"{tput(sd, 'measured'):,.0f} | {tput(ps, 'measured'):,.0f} | {r:.2f}x | {vs_ar(ps)} | {vs_ar(sd)} | "
-                    f"{tput(ps, 'predicted'):,.0f} ({err(ps):+.1%}) | {tput(sd, 'predicted'):,.0f} ({err(sd):+.1%}) | "
-                    f"{tput(ps, 'predicted') / tput(sd, 'predicted'):.2f}x | {flag(sd)}, {flag(ps)} |")
+        if sd is not None:
+            ratios.append((pair, k, mns, tput(ps, "measured") / tput(sd, "measured"), bad(sd) or bad(ps)))
+            if not (bad(sd) or bad(ps)):
+                e2e.append(full[ps]["measured"]["mean_e2el_ms"] / full[sd]["measured"]["mean_e2el_ms"])
+        elif not var:
+            no_sd.append((t, d, k, mns))
+        vs = lambda n, m: f"{tput(n, 'measured') / tput(m, 'measured'):.2f}x" if m else "–"  # noqa: E731
+        meas = lambda n: f"{tput(n, 'measured'):,.0f}" if n else "–"  # noqa: E731
+        pred = lambda n: f"{tput(n, 'predicted'):,.0f} ({err(n):+.1%})" if n else "–"  # noqa: E731
+        ratio_pred = f"{tput(ps, 'predicted') / tput(sd, 'predicted'):.2f}x" if sd else "–"
+        rows.append(f"| {session[ps]} | {pair} | {k} | {mns} | {meas(ar)} | {meas(sd)} | {meas(ps)} | {vs(ps, sd)} | "
+                    f"{vs(ps, ar)} | {vs(sd, ar) if sd else '–'} | {pred(ps)} | {pred(sd)} | {ratio_pred} | "
+                    f"{flag(sd) if sd else '–'}, {flag(ps)} |")
     # SD runs with no PSD run of the same session: reruns of a configuration whose SD run was disturbed
     reruns = [(key, n) for key, n in by.items() if key[3] == "sd" and not any(
         (q[0], *q[1:3], q[4], q[5]) == (key[0], *key[1:3], key[4], key[5]) for q in psd_keys)]
@@ -366,14 +367,14 @@ The steady runs' predictions, output throughput |error|: PSD runs the plugin cos
 over-predict these hosts, as on the 2026-11-23 two-GPU machine).
 
 **What this says** (measured, same session, both runs steady): PSD sharing one GPU against vLLM's SD at the same
-max_num_seqs: {'; '.join(f'{p}, k = {k}, {m} rows: {r:.2f}x' for p, k, m, r in good)}. Sharing the GPU, PSD
-ties or loses against SD on the 32B target and pays in latency: with twice the requests in flight (double), its mean
-E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. PSD's prediction errors by pair and k (16 rows, then 64; * fitted by the
+max_num_seqs: {'; '.join(f'{p}, k = {k}, {m} rows: {r:.2f}x' for p, k, m, r in good)}. Sharing the GPU, PSD's
+throughput is {min(r for *_, r in good):.2f}-{max(r for *_, r in good):.2f}x SD's, and it pays in latency: with twice
+the requests in flight (double), its mean E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. PSD's prediction errors by pair and k (16 rows, then 64; * fitted by the
 plugin costs): {errs_by}. The sharing is modelled per drafter pass (a verify stretches by the drafter's
 passes after its first, `docs/calibration.md`), so the errors no longer change sign with k; the 8B at k = 5 with
 16 rows is under-predicted because its drafter op is over-predicted (the SD step fit's first forward).
 
-Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "nothing"}.
+Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "no PSD configuration"}; PSD runs without an SD run of their session: {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in sorted(no_sd)) or "none"}.
 
 The drafter's own account of its op (medians over each run's ops; `draft_op_breakdown` of `benchmarks/gpu_psd.py`):
 
@@ -395,7 +396,8 @@ def main() -> None:
     ap.add_argument("--measurements", default="docs/measurements/2026-11-23-h200-ar-sd")
     ap.add_argument("--psd-measurements", default="docs/measurements/2026-11-23-h200x2-psd")
     ap.add_argument("--one-gpu-measurements", nargs="+", default=["docs/measurements/2026-12-01-h200-psd-shared",
-                                                                 "docs/measurements/2026-12-02-h200-psd-shared"])
+                                                                 "docs/measurements/2026-12-02-h200-psd-shared",
+                                                                 "docs/measurements/2026-12-02-h200-psd-32b-1.7b"])
     a = ap.parse_args()
     runs = load_runs([], str(ROOT / a.measurements))
     shipped = ROOT / "calibration/data/profiles/h200"
