@@ -38,8 +38,9 @@ def main() -> None:
     ar = {(r["folder"], r["target"], r["max_num_seqs"]): r["output_throughput"] for r in rows if r["policy"] == "ar"}
     sd = {(r["folder"], r["target"], r["draft"], r["k"], r["alpha"], r["max_num_seqs"]): r["output_throughput"]
           for r in rows if r["policy"] == "sd"}
-    layout = lambda r: (("own GPU" if r.get("drafter_device") not in (None, "same") else "shared GPU") + ", "
-                        + r["psd_capacity"]) if r.get("psd_capacity") else "–"
+    gpu = lambda r: "own GPU" if r.get("drafter_device") not in (None, "same") else "shared GPU"  # noqa: E731
+    layout = lambda r: (f"{gpu(r)}, {r['psd_capacity']}" if r.get("psd_capacity")  # noqa: E731
+                        else gpu(r) if r["policy"] == "pearl" else "–")
     key = lambda r: (r["target"], r["policy"], r.get("draft") or "", r["k"], layout(r), r.get("alpha") or 0,
                      r["max_num_seqs"])
     print(f"Device: {setup.get('gpu')}, torch {setup.get('torch')}, vLLM {setup.get('vllm')}; "

@@ -334,6 +334,13 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: str) -> str:
                              f"{ref['measured']['output_throughput']:,.0f} tok/s of {Path(reference).name[:10]} "
                              f"(`benchmarks/gpu_ar_sd.py`, another H200 host){ar_ratio}")
     good = [(p, k, m, r) for p, k, m, r, b in ratios if not b]
+    pearl = []  # PEARL runs beside the same session's PSD and SD
+    for (f, t, d, _, k, mns, var), n in sorted((key, n) for key, n in by.items() if key[3] == "pearl"):
+        beside = [f"{tput(n, 'measured') / tput(m, 'measured'):.2f}x {p.upper()}" for p in ("psd", "sd")
+                  if (m := by.get((f, t, d, p, k, mns, "")))]
+        pearl.append(f"{short(t)} + {short(d)}, k = {k}, {mns} rows ({session[n]}): {tput(n, 'measured'):,.0f} "
+                     f"tok/s ({', '.join(beside) or 'no PSD or SD run beside it'}), predicted "
+                     f"{tput(n, 'predicted'):,.0f} ({err(n):+.1%}), p90/p10 {flag(n)}")
     want = {(t, d, k, m) for t, d in (("qwen3-32b", "qwen3-0.6b"), ("qwen3-32b", "qwen3-1.7b"), ("qwen3-8b", "qwen3-0.6b"))
             for k in (1, 3, 5) for m in (16, 64)}
     k3 = {(t, d, 3, m) for t, d, k, m in want if d == "qwen3-0.6b"}  # measured 2026-11-23 (the two-GPU machine)
@@ -375,6 +382,8 @@ passes after its first, `docs/calibration.md`), so the errors no longer change s
 16 rows is under-predicted because its drafter op is over-predicted (the SD step fit's first forward).
 
 Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "no PSD configuration"}; PSD runs without an SD run of their session: {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in sorted(no_sd)) or "none"}.
+
+PEARL (drafter sharing the GPU): {"; ".join(pearl) or "not yet run on a GPU"}.
 
 The drafter's own account of its op (medians over each run's ops; `draft_op_breakdown` of `benchmarks/gpu_psd.py`):
 

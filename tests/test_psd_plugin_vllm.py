@@ -496,13 +496,14 @@ def test_cli_runs_psd_and_pearl_with_synthetic_acceptance_on_cpu(tmp_path):
 
 # ------------------------------------------------------------------------- the GPU benchmark
 def test_one_gpu_benchmark_script_runs_its_grid_on_cpu(tmp_path):
-    """benchmarks/gpu_psd.py (meant for one GPU), smoke-run here: one child per engine, JSON lines."""
+    """benchmarks/gpu_psd.py (meant for one GPU), smoke-run here: one child per engine, JSON lines; PSD in both
+    capacity modes and PEARL, as the GPU sessions run them."""
     d = tmp_path / "tiny"
     d.mkdir()
     (d / "config.json").write_text(json.dumps(tiny_qwen3_config()))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cmd = [sys.executable, os.path.join(root, "benchmarks", "gpu_psd.py"), "--pairs", f"{d}:{d}",
-           "--modes", "ar,psd", "--ks", "2", "--max-num-seqs", "2,4", "--alphas", "0.7", "--input-len", "16",
+           "--modes", "ar,psd,pearl", "--ks", "2", "--max-num-seqs", "2,4", "--alphas", "0.7", "--input-len", "16",
            "--output-len", "16", "--waves", "2", "--kv-cache-memory-gib", "0.03", "--warmup", "1",
            "--trace-dir", str(tmp_path / "traces")]
     p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
@@ -511,13 +512,15 @@ def test_one_gpu_benchmark_script_runs_its_grid_on_cpu(tmp_path):
     results = [x for x in lines if x["kind"] == "result"]
     assert [(r["policy"], r.get("psd_capacity"), r["max_num_seqs"]) for r in results] == [
         ("ar", None, 2), ("ar", None, 4), ("psd", "double", 2), ("psd", "double", 4), ("psd", "split", 2),
-        ("psd", "split", 4)]
+        ("psd", "split", 4), ("pearl", None, 2), ("pearl", None, 4)]
     for r in results:
         assert r["completed"] == r["num_prompts"] and r["throughput_check"]["ok"]
     for r in results[2:]:
         o = r["overlap"]
-        assert r["requests_in_flight"] == (2 if r["psd_capacity"] == "double" else 1) * r["max_num_seqs"]
+        if r["policy"] == "psd":
+            assert r["requests_in_flight"] == (2 if r["psd_capacity"] == "double" else 1) * r["max_num_seqs"]
         assert o["steps_with_draft"] > 0 and o["mean_overlap_s"] > 0 and 0 < o["mean_bytes_sent"] < 400
-        b = o["draft_op_breakdown"]  # the drafter's own account of its op: k = 2 runner passes inside the op
-        assert len(b["forward_ms"]) == 2 and 0 < sum(b["forward_ms"]) < b["op_ms"] and 0 < b["cpu_ms"]
-    assert lines[-1]["kind"] == "done" and len(list((tmp_path / "traces").glob("*.jsonl"))) == 6
+        b = o["draft_op_breakdown"]  # the drafter's own account of its op: k = 2 runner passes (PEARL: k + 1)
+        assert len(b["forward_ms"]) == (3 if r["policy"] == "pearl" else 2)
+        assert 0 < sum(b["forward_ms"]) < b["op_ms"] and 0 < b["cpu_ms"]
+    assert lines[-1]["kind"] == "done" and len(list((tmp_path / "traces").glob("*.jsonl"))) == 8
