@@ -222,7 +222,8 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
     tag: dict[str, str] = {}  # a session by its date; a second session of a day gets "b", a third "c"
     for folder in folders:
         day = Path(folder).name[:10]
-        tag[folder] = day + "abcdefgh"[sum(x.startswith(day) for x in tag.values())].replace("a", "")
+        same_day = sum(x.startswith(day) for x in tag.values())
+        tag[folder] = day + ("", "b", "c", "d", "e")[same_day]
     for folder in folders:
         runs = load_runs([], str(ROOT / folder))
         for n, r in runs.items():
