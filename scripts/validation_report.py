@@ -207,6 +207,19 @@ def step_range(records: list[dict]) -> tuple[float, float]:
     return float(np.percentile(d, 10)), float(np.percentile(d, 90))
 
 
+STALL_S = 0.3  # a decode/verify step without prefill tokens this long is a one-time stall, not the GPU's work
+
+
+def stall(records: list[dict]) -> tuple[float, int, float]:
+    """A run's stalls: their seconds, the rows of the first, and their share of the run's span."""
+    ops = [r for r in records if r.get("type") == "op" and r.get("resource") == "target"]
+    slow = [o for o in ops if o.get("op") in ("decode", "verify") and not o.get("prefill_tokens")
+            and o["t_end"] - o["t_start"] > STALL_S]
+    span = max(o["t_end"] for o in ops) - min(o["t_start"] for o in ops)
+    s = sum(o["t_end"] - o["t_start"] for o in slow)
+    return s, (slow[0].get("size") if slow else 0), s / span
+
+
 def drafter_options(labels: dict) -> list[str]:
     """The non-default drafter options a PSD run was measured with (from its trace header or its result line)."""
     return [x for x in ("uniform passes" if labels.get("drafter_uniform_passes") else "",
@@ -218,7 +231,7 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
     """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session (one row per PSD run);
     every AR and SD run beside the same configuration in ``reference`` (the AR / SD sessions the step models were
     fitted on)."""
-    full, spread, ranges, results, session, variant = {}, {}, {}, {}, {}, {}
+    full, spread, ranges, results, session, variant, stalls = {}, {}, {}, {}, {}, {}, {}
     tag: dict[str, str] = {}  # a session by its date; a second session of a day gets "b", a third "c"
     for folder in folders:
         day = Path(folder).name[:10]
@@ -235,6 +248,7 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
                 f"drafter {v['psd_drafter']}" if v["psd_drafter"] not in (None, "shared") else "",
                 v["psd_capacity"] if v["psd_capacity"] not in (None, "double") else "") if x]
                 + drafter_options(cfg)) if v["policy"] == "psd" else ""
+            stalls[key] = stall(r)
             ranges[key] = step_range(r)  # p10, p90 of full-batch steps: the same GPU work each step, so
             spread[key] = ranges[key][1] / ranges[key][0]  # p90/p10 well above the others: disturbed
             session[key] = tag[folder]
@@ -343,6 +357,23 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
                          f"{', '.join(f'{t:,.0f} ({d})' for d, t in before)} | {tput(n, 'measured') / mean:.2f}x | {flag(n)} |")
     host_range = lambda p: f"{min(host_ratio[p]):.2f}-{max(host_ratio[p]):.2f}x" if host_ratio[p] else "–"  # noqa: E731
     good = [(p, k, m, r) for p, k, m, r, b in ratios if not b]
+    stall_lines, unstalled = [], []  # one-time stalls in timed runs; PSD / SD of steady pairs without them
+    sd_first = [n for n in full if full[n]["policy"] == "sd" and full[n]["max_num_seqs"] == min(
+        full[m]["max_num_seqs"] for m in full if m[0] == n[0] and full[m]["policy"] == "sd")]
+    stalled = {n for n in full if stalls[n][0] > 0}
+    where = (f"in {len(stalled & set(sd_first))} of the {len(sd_first)} SD runs at the smallest max_num_seqs of their "
+             f"session (the first timed run of each SD engine), and in {len(stalled - set(sd_first))} other runs")
+    for n in sorted((n for n in full if stalls[n][0] > 0), key=lambda n: (session[n], n[1])):
+        v, (sec, alone, share) = full[n], stalls[n]
+        ps = by.get((n[0], v["target"], v["draft"], "psd", v["k"], v["max_num_seqs"], ""))
+        adj = (f"; PSD / SD {tput(ps, 'measured') / tput(n, 'measured'):.2f}x, without the stall about "
+               f"{tput(ps, 'measured') / tput(n, 'measured') * (1 - share):.2f}x") if ps and v["policy"] == "sd" else ""
+        if adj and not (bad(n) or bad(ps)):
+            unstalled.append(f"{short(v['target'])} + {short(v['draft'])}, k = {v['k']}, {v['max_num_seqs']} rows: "
+                             f"{tput(ps, 'measured') / tput(n, 'measured') * (1 - share):.2f}x")
+        stall_lines.append(f"- {v['policy'].upper()} {short(v['target'])}" + (f" + {short(v['draft'])}, k = {v['k']}"
+                           if v["draft"] else "") + f", {v['max_num_seqs']} rows ({session[n]}): {sec:.2f} s at a step "
+                           f"of {alone} row{'s' if alone != 1 else ''}, {share:.1%} of the run{adj}")
     pearl = []  # PEARL runs beside the same session's PSD and SD
     for (f, t, d, _, k, mns, var), n in sorted((key, n) for key, n in by.items() if key[3] == "pearl"):
         beside = [f"{tput(n, 'measured') / tput(m, 'measured'):.2f}x {p.upper()}" for p in ("psd", "sd")
@@ -371,6 +402,12 @@ target.
 **Disturbed** (flagged, left out of the conclusions): {"; ".join(flagged) if flagged else "none"}. Steady runs hold
 p90/p10 {min(steady):.2f}-{max(steady):.2f}.
 
+**One-time stalls** (a decode or verify step without prefill over {STALL_S} s): {where}, each at the first step of
+one row. The warm-up requests all finished together and never reached that path; warm-up lengths are now staggered
+(`Engine.warmup`). Without the stall, a run's throughput would be higher by about its share:
+
+{chr(10).join(stall_lines) or "- none"}
+
 **These hosts against the step models' hosts.** Every AR and SD run above beside the same configuration measured on
 {" and ".join(Path(r).name[:10] for r in reference)} (`benchmarks/gpu_ar_sd.py`, other H200 hosts; the step models were
 fitted there). Steady runs only in the ranges: AR ran at {host_range("ar")} and SD at {host_range("sd")}. SD's step,
@@ -392,7 +429,8 @@ over-predict these hosts, as on the 2026-11-23 two-GPU machine).
 **What this says** (measured, same session, both runs steady): PSD sharing one GPU against vLLM's SD at the same
 max_num_seqs: {'; '.join(f'{p}, k = {k}, {m} rows: {r:.2f}x' for p, k, m, r in good)}. Sharing the GPU, PSD's
 throughput is {min(r for *_, r in good):.2f}-{max(r for *_, r in good):.2f}x SD's, and it pays in latency: with twice
-the requests in flight (double), its mean E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. PSD's prediction errors by pair and k (16 rows, then 64; * fitted by the
+the requests in flight (double), its mean E2E is {min(e2e):.1f}-{max(e2e):.1f}x SD's. Those SD runs at 16 rows
+hold a one-time stall (above); without it, PSD / SD would be about {"; ".join(unstalled) or "the same"}. PSD's prediction errors by pair and k (16 rows, then 64; * fitted by the
 plugin costs): {errs_by}. The sharing is modelled per drafter pass (a verify stretches by the drafter's
 passes after its first, `docs/calibration.md`), so the errors no longer change sign with k; the 8B at k = 5 with
 16 rows is under-predicted because its drafter op is over-predicted (the SD step fit's first forward).
