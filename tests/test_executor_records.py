@@ -237,7 +237,7 @@ def test_warmup_shrinks_the_batch_to_one_row():
     assert lengths == [4, 8, 12, 16, 20, 24, 28, 32]  # 8 rows, then 7, ..., then one row alone for 4 tokens
     lengths.clear()
     Engine.warmup(fake, 3, 16, 2)
-    assert lengths == [1, 1, 2] and min(lengths) >= 1
+    assert lengths == [1, 1, 2]  # never below one token
     lengths.clear()
     Engine.warmup(fake, 0, 16, 32)
     assert lengths == []
