@@ -25,7 +25,9 @@ import numpy as np
 
 from minedraft.calibration.steps import fit_steps, step_rows
 from minedraft.cli.validate import load_runs, summary, validate
+from minedraft.metrics import compute_metrics
 from minedraft.report import save_figure
+from minedraft.simulator.replay import measured_run
 from minedraft.validation import summary_figure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,10 +200,15 @@ comparison basis:
 DISTURBED = 1.25  # p90/p10 of full-batch steps above this: the run is flagged
 
 
+def decode_ops(records: list[dict]) -> list[dict]:
+    """A run's target decode/verify ops that carry no prefill tokens."""
+    return [r for r in records if r.get("type") == "op" and r.get("resource") == "target"
+            and r.get("op") in ("decode", "verify") and not r.get("prefill_tokens")]
+
+
 def step_range(records: list[dict]) -> tuple[float, float]:
     """p10 and p90 (ms) of a run's full-batch target decode/verify ops."""
-    ops = [r for r in records if r.get("type") == "op" and r.get("resource") == "target"
-           and r.get("op") in ("decode", "verify") and not r.get("prefill_tokens")]
+    ops = decode_ops(records)
     full = max(o.get("size", 0) for o in ops)
     d = np.array([o["t_end"] - o["t_start"] for o in ops if o.get("size") == full]) * 1e3
     return float(np.percentile(d, 10)), float(np.percentile(d, 90))
@@ -212,9 +219,8 @@ STALL_S = 0.3  # a decode/verify step without prefill tokens this long is a one-
 
 def stall(records: list[dict]) -> tuple[float, int, float]:
     """A run's stalls: their seconds, the rows of the first, and their share of the run's span."""
+    slow = [o for o in decode_ops(records) if o["t_end"] - o["t_start"] > STALL_S]
     ops = [r for r in records if r.get("type") == "op" and r.get("resource") == "target"]
-    slow = [o for o in ops if o.get("op") in ("decode", "verify") and not o.get("prefill_tokens")
-            and o["t_end"] - o["t_start"] > STALL_S]
     span = max(o["t_end"] for o in ops) - min(o["t_start"] for o in ops)
     s = sum(o["t_end"] - o["t_start"] for o in slow)
     return s, (slow[0].get("size") if slow else 0), s / span
@@ -335,7 +341,11 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
                       f"{ranges[n][0]:.0f}-{ranges[n][1]:.0f} ms)" for n in full if bad(n)})
     steady = [spread[n] for n in clean]
     # every AR and SD run of these sessions beside the same configuration on the hosts the step models were fitted on
-    refs = {f"{name}@{Path(r).name[:10]}": recs for r in reference for name, recs in load_runs([], str(ROOT / r)).items()}
+    refs: dict[str, list[tuple[str, list[dict]]]] = {}  # run name -> (session, records) on the reference hosts
+    for r in reference:
+        for name, recs in load_runs([], str(ROOT / r)).items():
+            refs.setdefault(name, []).append((Path(r).name[:10], recs))
+    measured = lambda name, recs: compute_metrics(measured_run(recs, name).trace)["output_throughput"]  # noqa: E731
     host_rows = ["| session | run | tok/s | on the step models' hosts | ratio | step p90/p10 |", "|---|---|---|---|---|---|"]
     host_ratio: dict[str, list[float]] = {"ar": [], "sd": []}
     for n in sorted((n for n in full if full[n]["policy"] in ("ar", "sd")),
@@ -344,8 +354,7 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
         v = full[n]
         name = (f"policy-sd_target-{v['target']}_draft-{v['draft']}_k-{v['k']}_alpha-0.8_mns-{v['max_num_seqs']}"
                 if v["policy"] == "sd" else f"policy-ar_target-{v['target']}_mns-{v['max_num_seqs']}")
-        before = [(key.split("@")[1], validate(key, recs, shipped, "--gpu", 0)["measured"]["output_throughput"])
-                  for key, recs in refs.items() if key.split("@")[0] == name]
+        before = [(day, measured(name, recs)) for day, recs in refs.get(name, [])]  # no replay: measured only
         if not before:
             continue
         mean = float(np.mean([t for _, t in before]))
@@ -358,19 +367,24 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
     host_range = lambda p: f"{min(host_ratio[p]):.2f}-{max(host_ratio[p]):.2f}x" if host_ratio[p] else "–"  # noqa: E731
     good = [(p, k, m, r) for p, k, m, r, b in ratios if not b]
     stall_lines, unstalled = [], []  # one-time stalls in timed runs; PSD / SD of steady pairs without them
-    sd_first = [n for n in full if full[n]["policy"] == "sd" and full[n]["max_num_seqs"] == min(
-        full[m]["max_num_seqs"] for m in full if m[0] == n[0] and full[m]["policy"] == "sd")]
+    smallest: dict[str, int] = {}  # per session: the smallest max_num_seqs of its SD runs (each engine's first run)
+    for n in full:
+        if full[n]["policy"] == "sd":
+            smallest[n[0]] = min(smallest.get(n[0], full[n]["max_num_seqs"]), full[n]["max_num_seqs"])
+    sd_first = {n for n in full if full[n]["policy"] == "sd" and full[n]["max_num_seqs"] == smallest[n[0]]}
     stalled = {n for n in full if stalls[n][0] > 0}
-    where = (f"in {len(stalled & set(sd_first))} of the {len(sd_first)} SD runs at the smallest max_num_seqs of their "
-             f"session (the first timed run of each SD engine), and in {len(stalled - set(sd_first))} other runs")
-    for n in sorted((n for n in full if stalls[n][0] > 0), key=lambda n: (session[n], n[1])):
+    where = (f"in {len(stalled & sd_first)} of the {len(sd_first)} SD runs at the smallest max_num_seqs of their "
+             f"session (the first timed run of each SD engine), and in {len(stalled - sd_first)} other runs")
+    for n in sorted(stalled, key=lambda n: (session[n], n[1])):
         v, (sec, alone, share) = full[n], stalls[n]
         ps = by.get((n[0], v["target"], v["draft"], "psd", v["k"], v["max_num_seqs"], ""))
-        adj = (f"; PSD / SD {tput(ps, 'measured') / tput(n, 'measured'):.2f}x, without the stall about "
-               f"{tput(ps, 'measured') / tput(n, 'measured') * (1 - share):.2f}x") if ps and v["policy"] == "sd" else ""
-        if adj and not (bad(n) or bad(ps)):
-            unstalled.append(f"{short(v['target'])} + {short(v['draft'])}, k = {v['k']}, {v['max_num_seqs']} rows: "
-                             f"{tput(ps, 'measured') / tput(n, 'measured') * (1 - share):.2f}x")
+        adj = ""
+        if ps and v["policy"] == "sd":
+            r = tput(ps, "measured") / tput(n, "measured")
+            adj = f"; PSD / SD {r:.2f}x, without the stall about {r * (1 - share):.2f}x"
+            if not (bad(n) or bad(ps)):
+                unstalled.append(f"{short(v['target'])} + {short(v['draft'])}, k = {v['k']}, {v['max_num_seqs']} "
+                                 f"rows: {r * (1 - share):.2f}x")
         stall_lines.append(f"- {v['policy'].upper()} {short(v['target'])}" + (f" + {short(v['draft'])}, k = {v['k']}"
                            if v["draft"] else "") + f", {v['max_num_seqs']} rows ({session[n]}): {sec:.2f} s at a step "
                            f"of {alone} row{'s' if alone != 1 else ''}, {share:.1%} of the run{adj}")
