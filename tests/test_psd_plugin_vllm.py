@@ -522,5 +522,7 @@ def test_one_gpu_benchmark_script_runs_its_grid_on_cpu(tmp_path):
         assert o["steps_with_draft"] > 0 and o["mean_overlap_s"] > 0 and 0 < o["mean_bytes_sent"] < 400
         b = o["draft_op_breakdown"]  # the drafter's own account of its op: k = 2 runner passes (PEARL: k + 1)
         assert len(b["forward_ms"]) == (3 if r["policy"] == "pearl" else 2)
-        assert 0 < sum(b["forward_ms"]) < b["op_ms"] and 0 < b["cpu_ms"]
+        # the passes lie inside the op: op minus its passes is positive op by op, so its median is too (a sum of
+        # per-pass medians need not stay below the median op: it failed once on CI, 2.887 against 2.717 ms)
+        assert 0 < min(b["forward_ms"]) and 0 < b["outside_forwards_ms"] < b["op_ms"] and 0 < b["cpu_ms"]
     assert lines[-1]["kind"] == "done" and len(list((tmp_path / "traces").glob("*.jsonl"))) == 8
