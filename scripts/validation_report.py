@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -215,6 +216,15 @@ def step_range(records: list[dict]) -> tuple[float, float]:
 
 
 STALL_S = 0.3  # a decode/verify step without prefill tokens this long is a one-time stall, not the GPU's work
+STAGGERED_WARMUP = "593e4f4"  # the commit from which Engine.warmup staggers its requests' lengths
+
+
+def staggered_warmup(folder: str) -> bool:
+    """Whether a session ran with the staggered warm-up: the commit its ``logs/versions.txt`` ends with descends
+    from ``STAGGERED_WARMUP``."""
+    head = (ROOT / folder / "logs/versions.txt").read_text().split()[-1]
+    return subprocess.run(["git", "merge-base", "--is-ancestor", STAGGERED_WARMUP, head], cwd=ROOT,
+                          capture_output=True).returncode == 0
 
 
 def stall(records: list[dict]) -> tuple[float, int, float]:
@@ -260,6 +270,8 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
             session[key] = tag[folder]
         for path in sorted((ROOT / folder).glob("results_*.jsonl")):
             for line in path.read_text().splitlines():
+                if not line.startswith("{"):
+                    continue  # an in-process engine's log lines (measure-swap, drafter_op.py) share stdout
                 j = json.loads(line)
                 if j.get("kind") == "result" and j.get("policy") == "psd":
                     label = ", ".join(drafter_options(j))
@@ -297,16 +309,22 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
         rows.append(f"| {session[ps]} | {pair} | {k} | {mns} | {meas(ar)} | {meas(sd)} | {meas(ps)} | {vs(ps, sd)} | "
                     f"{vs(ps, ar)} | {vs(sd, ar) if sd else '–'} | {pred(ps)} | {pred(sd)} | {ratio_pred} | "
                     f"{flag(sd) if sd else '–'}, {flag(ps)} |")
+    paired = {(t, d, k, mns) for f, t, d, _, k, mns, var in psd_keys if not var and (f, t, d, "sd", k, mns, "") in by}
+    no_sd = [c for c in no_sd if c not in paired]  # a configuration another session measured with its SD
     # SD runs with no PSD run of the same session: reruns of a configuration whose SD run was disturbed
     reruns = [(key, n) for key, n in by.items() if key[3] == "sd" and not any(
         (q[0], *q[1:3], q[4], q[5]) == (key[0], *key[1:3], key[4], key[5]) for q in psd_keys)]
     rerun_lines = []
     for (f, t, d, _, k, mns, _), n in sorted(reruns):
         first = [m for (g, t2, d2, p2, k2, m2, _), m in by.items()
-                 if (t2, d2, p2, k2, m2) == (t, d, "sd", k, mns) and g < f]  # earlier sessions (dated folders)
+                 if (t2, d2, p2, k2, m2) == (t, d, "sd", k, mns) and folders.index(g) < folders.index(f)]
         before = ", ".join(f"{tput(m, 'measured'):,.0f} tok/s on {session[m]} (p90/p10 {spread[m]:.2f})" for m in first)
+        partner = [m for (g, t2, d2, p2, k2, m2, v2), m in by.items()
+                   if (t2, d2, p2, k2, m2, v2) == (t, d, "psd", k, mns, "") and folders.index(g) < folders.index(f)]
+        across = "".join(f"; PSD of {session[m]} / this run: {tput(m, 'measured') / tput(n, 'measured'):.2f}x "
+                         "(two hosts)" for m in partner)
         rerun_lines.append(f"- SD {short(t)} + {short(d)}, k = {k}, max_num_seqs {mns}, rerun on {session[n]}: "
-                           f"{tput(n, 'measured'):,.0f} tok/s, p90/p10 {flag(n)}; before: {before or 'none'}")
+                           f"{tput(n, 'measured'):,.0f} tok/s, p90/p10 {flag(n)}; before: {before or 'none'}{across}")
     ops = ["| session | pair | k | rows per half | drafter op ms | its runner passes ms | outside the passes ms |",
            "|---|---|---|---|---|---|---|"]
     excess = []
@@ -333,8 +351,10 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
     for n in full:
         if full[n]["policy"] == "psd" and not variant[n]:
             by_pair_k.setdefault((short(full[n]["target"]), short(full[n]["draft"]), full[n]["k"]), []).append(n)
-    errs_by = "; ".join(f"{t} + {d}, k = {k}: " + ", ".join(f"{err(n):+.1%}{'*' if n[1] in fitted else ''}"
-                                                          for n in sorted(ns, key=lambda n: full[n]["max_num_seqs"]))
+    errs_by = "; ".join(f"{t} + {d}, k = {k}: " + ", ".join(
+        ", ".join(f"{err(n):+.1%}{'*' if n[1] in fitted else ''}" for n in
+                  sorted((n for n in ns if n[0] == f), key=lambda n: full[n]["max_num_seqs"]))
+        + (f" ({tag[f]})" if len({n[0] for n in ns}) > 1 else "") for f in folders if any(n[0] == f for n in ns))
                         for (t, d, k), ns in sorted(by_pair_k.items()))
     flagged = sorted({f"{full[n]['policy'].upper()} {short(full[n]['target'])} + {short(full[n]['draft'] or '')} "
                       f"k = {full[n]['k']}, max_num_seqs {full[n]['max_num_seqs']} ({session[n]}: "
@@ -373,8 +393,12 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
             smallest[n[0]] = min(smallest.get(n[0], full[n]["max_num_seqs"]), full[n]["max_num_seqs"])
     sd_first = {n for n in full if full[n]["policy"] == "sd" and full[n]["max_num_seqs"] == smallest[n[0]]}
     stalled = {n for n in full if stalls[n][0] > 0}
-    where = (f"in {len(stalled & sd_first)} of the {len(sd_first)} SD runs at the smallest max_num_seqs of their "
-             f"session (the first timed run of each SD engine), and in {len(stalled - sd_first)} other runs")
+    late = {f for f in folders if staggered_warmup(f)}
+    first_old, first_new = {n for n in sd_first if n[0] not in late}, {n for n in sd_first if n[0] in late}
+    where = (f"in {len(stalled & first_old)} of the {len(first_old)} SD runs at the smallest max_num_seqs of their "
+             f"session (the first timed run of each SD engine) before the warm-up was staggered, in "
+             f"{len(stalled & first_new)} of the {len(first_new)} after it ({', '.join(tag[f] for f in folders if f in late) or 'none yet'}), "
+             f"and in {len(stalled - sd_first)} other runs")
     for n in sorted(stalled, key=lambda n: (session[n], n[1])):
         v, (sec, alone, share) = full[n], stalls[n]
         ps = by.get((n[0], v["target"], v["draft"], "psd", v["k"], v["max_num_seqs"], ""))
@@ -417,8 +441,8 @@ target.
 p90/p10 {min(steady):.2f}-{max(steady):.2f}.
 
 **One-time stalls** (a decode or verify step without prefill over {STALL_S} s): {where}, each at the first step of
-one row. The warm-up requests all finished together and never reached that path; warm-up lengths are now staggered
-(`Engine.warmup`). Without the stall, a run's throughput would be higher by about its share:
+one row. The warm-up requests all finished together and never reached that path; since {STAGGERED_WARMUP} warm-up lengths
+are staggered (`Engine.warmup`), so the batch shrinks to one row before timing. Without the stall, a run's throughput would be higher by about its share:
 
 {chr(10).join(stall_lines) or "- none"}
 
@@ -449,7 +473,7 @@ plugin costs): {errs_by}. The sharing is modelled per drafter pass (a verify str
 passes after its first, `docs/calibration.md`), so the errors no longer change sign with k; the 8B at k = 5 with
 16 rows is under-predicted because its drafter op is over-predicted (the SD step fit's first forward).
 
-Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "no PSD configuration"}; PSD runs without an SD run of their session: {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in sorted(no_sd)) or "none"}.
+Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "no PSD configuration"}; PSD configurations without an SD run in any session of theirs: {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in sorted(no_sd)) or "none"}.
 
 PEARL (drafter sharing the GPU): {"; ".join(pearl) or "not yet run on a GPU"}.
 
@@ -474,7 +498,8 @@ def main() -> None:
     ap.add_argument("--psd-measurements", default="docs/measurements/2026-11-23-h200x2-psd")
     ap.add_argument("--one-gpu-measurements", nargs="+", default=["docs/measurements/2026-12-01-h200-psd-shared",
                                                                  "docs/measurements/2026-12-02-h200-psd-shared",
-                                                                 "docs/measurements/2026-12-02-h200-psd-32b-1.7b"])
+                                                                 "docs/measurements/2026-12-02-h200-psd-32b-1.7b",
+                                                                 "docs/measurements/2026-12-02-h200-pearl-32b-1.7b"])
     a = ap.parse_args()
     runs = load_runs([], str(ROOT / a.measurements))
     shipped = ROOT / "calibration/data/profiles/h200"

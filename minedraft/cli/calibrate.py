@@ -250,6 +250,9 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", required=True, help="the GPU the traces were measured on (names the profiles)")
     p.add_argument("--hold-out", default="",
                    help="comma list of run-name patterns kept out of the fit and used to report its error")
+    p.add_argument("--only", default="",
+                   help="comma list of run-name patterns: fit only these runs (the others in the folders are ignored; "
+                        "to add one model to a shipped folder without refitting the rest)")
     p.add_argument("--out", required=True, help="folder for the step models (<target>.json, <target>+<draft>.json)")
 
 
@@ -269,6 +272,10 @@ def run_latency(a: argparse.Namespace, argv: list[str] | None) -> int:
     out = Path(a.out)
     require(not out.is_file(), "--out", "must be a folder (it is created if missing)", a.out)
     runs = _load_sessions(a.traces, a.folder)
+    only = [p for p in a.only.split(",") if p]
+    if only:
+        runs = {n: r for n, r in runs.items() if any(o in n for o in only)}
+        require(len(runs) > 0, "--only", "matches no run", a.only)
     held = [p for p in a.hold_out.split(",") if p]
     train = {n: r for n, r in runs.items() if not any(h in n for h in held)}
     test = {n: r for n, r in runs.items() if any(h in n for h in held)}
