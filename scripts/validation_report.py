@@ -19,6 +19,7 @@ import argparse
 import json
 import re
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from minedraft.simulator.replay import measured_run
 from minedraft.validation import summary_figure
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from measurements_table import load as load_results  # noqa: E402 - the reader of a folder's results_*.jsonl
 NAME = re.compile(r"policy-(\w+)_target-([\w.-]+?)(?:_draft-([\w.-]+?)_k-(\d+)_alpha-([\d.]+))?_mns-(\d+)")
 
 
@@ -223,8 +226,11 @@ def staggered_warmup(folder: str) -> bool:
     """Whether a session ran with the staggered warm-up: the commit its ``logs/versions.txt`` ends with descends
     from ``STAGGERED_WARMUP``."""
     head = (ROOT / folder / "logs/versions.txt").read_text().split()[-1]
-    return subprocess.run(["git", "merge-base", "--is-ancestor", STAGGERED_WARMUP, head], cwd=ROOT,
-                          capture_output=True).returncode == 0
+    rc = subprocess.run(["git", "merge-base", "--is-ancestor", STAGGERED_WARMUP, head], cwd=ROOT,
+                        capture_output=True).returncode
+    if rc not in (0, 1):  # 0: descends, 1: does not; anything else: git does not know the commit
+        raise SystemExit(f"error: {folder}/logs/versions.txt: commit {head} is not in this clone's history")
+    return rc == 0
 
 
 def stall(records: list[dict]) -> tuple[float, int, float]:
@@ -268,16 +274,10 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
             ranges[key] = step_range(r)  # p10, p90 of full-batch steps: the same GPU work each step, so
             spread[key] = ranges[key][1] / ranges[key][0]  # p90/p10 well above the others: disturbed
             session[key] = tag[folder]
-        for path in sorted((ROOT / folder).glob("results_*.jsonl")):
-            for line in path.read_text().splitlines():
-                if not line.startswith("{"):
-                    continue  # an in-process engine's log lines (measure-swap, drafter_op.py) share stdout
-                j = json.loads(line)
-                if j.get("kind") == "result" and j.get("policy") == "psd":
-                    label = ", ".join(drafter_options(j))
-                    if j.get("psd_capacity") not in (None, "double") or j.get("drafter_device") not in (None, "same"):
-                        continue  # the section's PSD: drafter sharing the GPU, capacity double
-                    results[(folder, j["target"], j["draft"], j["k"], j["max_num_seqs"], label)] = j
+        for j in load_results([str(ROOT / folder)])[0]:
+            if j["policy"] == "psd" and j.get("psd_capacity") in (None, "double") and j.get("drafter_device") in (None, "same"):
+                # the section's PSD: drafter sharing the GPU, capacity double
+                results[(folder, j["target"], j["draft"], j["k"], j["max_num_seqs"], ", ".join(drafter_options(j)))] = j
     by = {(f, v["target"], v["draft"] if v["policy"] != "ar" else None, v["policy"], v["k"], v["max_num_seqs"],
            variant[(f, n)]): (f, n) for (f, n), v in full.items()}
     assert len(by) == len(full), "two runs of one session share a configuration"
@@ -289,7 +289,7 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
     rows = ["| session | pair | k | max_num_seqs | AR tok/s | SD tok/s | PSD tok/s | PSD / SD | PSD / AR | SD / AR | "
             "PSD predicted (error) | SD predicted (error) | PSD / SD predicted | step p90/p10 SD, PSD |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    ratios, e2e, cells, no_sd = [], [], set(), []
+    ratios, e2e, cells = [], [], set()
     psd_keys = sorted((k for k in by if k[3] == "psd"), key=lambda k: (k[1], k[2], k[4], k[5], k[6], k[0]))
     for f, t, d, _, k, mns, var in psd_keys:
         ps, sd, ar = by[(f, t, d, "psd", k, mns, var)], by.get((f, t, d, "sd", k, mns, "")), by.get((f, t, None, "ar", 0, mns, ""))
@@ -300,8 +300,6 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
             ratios.append((pair, k, mns, tput(ps, "measured") / tput(sd, "measured"), bad(sd) or bad(ps)))
             if not (bad(sd) or bad(ps)):
                 e2e.append(full[ps]["measured"]["mean_e2el_ms"] / full[sd]["measured"]["mean_e2el_ms"])
-        elif not var:
-            no_sd.append((t, d, k, mns))
         vs = lambda n, m: f"{tput(n, 'measured') / tput(m, 'measured'):.2f}x" if m else "–"  # noqa: E731
         meas = lambda n: f"{tput(n, 'measured'):,.0f}" if n else "–"  # noqa: E731
         pred = lambda n: f"{tput(n, 'predicted'):,.0f} ({err(n):+.1%})" if n else "–"  # noqa: E731
@@ -310,19 +308,18 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
                     f"{vs(ps, ar)} | {vs(sd, ar) if sd else '–'} | {pred(ps)} | {pred(sd)} | {ratio_pred} | "
                     f"{flag(sd) if sd else '–'}, {flag(ps)} |")
     paired = {(t, d, k, mns) for f, t, d, _, k, mns, var in psd_keys if not var and (f, t, d, "sd", k, mns, "") in by}
-    no_sd = [c for c in no_sd if c not in paired]  # a configuration another session measured with its SD
+    no_sd = sorted(cells - paired)  # configurations no session measured beside its SD
     # SD runs with no PSD run of the same session: reruns of a configuration whose SD run was disturbed
     reruns = [(key, n) for key, n in by.items() if key[3] == "sd" and not any(
         (q[0], *q[1:3], q[4], q[5]) == (key[0], *key[1:3], key[4], key[5]) for q in psd_keys)]
     rerun_lines = []
     for (f, t, d, _, k, mns, _), n in sorted(reruns):
-        first = [m for (g, t2, d2, p2, k2, m2, _), m in by.items()
-                 if (t2, d2, p2, k2, m2) == (t, d, "sd", k, mns) and folders.index(g) < folders.index(f)]
-        before = ", ".join(f"{tput(m, 'measured'):,.0f} tok/s on {session[m]} (p90/p10 {spread[m]:.2f})" for m in first)
-        partner = [m for (g, t2, d2, p2, k2, m2, v2), m in by.items()
-                   if (t2, d2, p2, k2, m2, v2) == (t, d, "psd", k, mns, "") and folders.index(g) < folders.index(f)]
+        earlier = lambda policy: [m for (g, *cfg), m in by.items()  # noqa: E731 - this configuration, earlier sessions
+                                  if cfg == [t, d, policy, k, mns, ""] and folders.index(g) < folders.index(f)]
+        before = ", ".join(f"{tput(m, 'measured'):,.0f} tok/s on {session[m]} (p90/p10 {spread[m]:.2f})"
+                           for m in earlier("sd"))
         across = "".join(f"; PSD of {session[m]} / this run: {tput(m, 'measured') / tput(n, 'measured'):.2f}x "
-                         "(two hosts)" for m in partner)
+                         "(two hosts)" for m in earlier("psd"))
         rerun_lines.append(f"- SD {short(t)} + {short(d)}, k = {k}, max_num_seqs {mns}, rerun on {session[n]}: "
                            f"{tput(n, 'measured'):,.0f} tok/s, p90/p10 {flag(n)}; before: {before or 'none'}{across}")
     ops = ["| session | pair | k | rows per half | drafter op ms | its runner passes ms | outside the passes ms |",
@@ -351,11 +348,13 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
     for n in full:
         if full[n]["policy"] == "psd" and not variant[n]:
             by_pair_k.setdefault((short(full[n]["target"]), short(full[n]["draft"]), full[n]["k"]), []).append(n)
-    errs_by = "; ".join(f"{t} + {d}, k = {k}: " + ", ".join(
-        ", ".join(f"{err(n):+.1%}{'*' if n[1] in fitted else ''}" for n in
-                  sorted((n for n in ns if n[0] == f), key=lambda n: full[n]["max_num_seqs"]))
-        + (f" ({tag[f]})" if len({n[0] for n in ns}) > 1 else "") for f in folders if any(n[0] == f for n in ns))
-                        for (t, d, k), ns in sorted(by_pair_k.items()))
+
+    def errs(ns: list) -> str:  # one pair and k: its PSD errors, 16 rows then 64, session by session
+        sessions = [f for f in folders if any(n[0] == f for n in ns)]
+        return ", ".join(", ".join(f"{err(n):+.1%}{'*' if n[1] in fitted else ''}" for n in
+                                   sorted((n for n in ns if n[0] == f), key=lambda n: full[n]["max_num_seqs"]))
+                         + (f" ({tag[f]})" if len(sessions) > 1 else "") for f in sessions)
+    errs_by = "; ".join(f"{t} + {d}, k = {k}: {errs(ns)}" for (t, d, k), ns in sorted(by_pair_k.items()))
     flagged = sorted({f"{full[n]['policy'].upper()} {short(full[n]['target'])} + {short(full[n]['draft'] or '')} "
                       f"k = {full[n]['k']}, max_num_seqs {full[n]['max_num_seqs']} ({session[n]}: "
                       f"{ranges[n][0]:.0f}-{ranges[n][1]:.0f} ms)" for n in full if bad(n)})
@@ -473,7 +472,7 @@ plugin costs): {errs_by}. The sharing is modelled per drafter pass (a verify str
 passes after its first, `docs/calibration.md`), so the errors no longer change sign with k; the 8B at k = 5 with
 16 rows is under-predicted because its drafter op is over-predicted (the SD step fit's first forward).
 
-Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "no PSD configuration"}; PSD configurations without an SD run in any session of theirs: {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in sorted(no_sd)) or "none"}.
+Not yet measured on one GPU (issue 8 item 4): {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in missing) or "no PSD configuration"}; PSD configurations with no SD run beside them in any session: {", ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows" for t, d, k, m in sorted(no_sd)) or "none"}.
 
 PEARL (drafter sharing the GPU): {"; ".join(pearl) or "not yet run on a GPU"}.
 
