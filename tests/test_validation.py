@@ -147,3 +147,22 @@ def test_calibrate_latency_takes_several_sessions(tmp_path, capsys):
     assert "of 4 runs" in out.replace("\n", " ")
     prov = json.loads((tmp_path / "fit" / "tgt.json").read_text())["provenance"]
     assert sorted(prov["runs"]) == ["run0", "run0@s2", "run1", "run1@s2"]
+
+
+def test_calibrate_latency_only_fits_the_matching_runs(tmp_path, capsys):
+    """``--only`` keeps the fit to the runs it names (the others in the folder are not fitted); a pattern that
+    matches nothing is one clear line."""
+    from minedraft.cli.calibrate import main as calibrate_main
+
+    rng = np.random.default_rng(4)
+    for run in range(3):
+        recs = _decode_trace(rng, {}, 0.010, 2e-4)
+        (tmp_path / f"run{run}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    code, out, err = invoke(calibrate_main, ["latency", "--from", str(tmp_path), "--only", "run0,run2",
+                                             "--gpu", "test", "--out", str(tmp_path / "fit")], capsys)
+    assert code == 0, err
+    assert "of 2 runs" in out.replace("\n", " ")
+    assert json.loads((tmp_path / "fit" / "tgt.json").read_text())["provenance"]["runs"] == ["run0", "run2"]
+    code, out, err = invoke(calibrate_main, ["latency", "--from", str(tmp_path), "--only", "nope", "--gpu", "test",
+                                             "--out", str(tmp_path / "fit2")], capsys)
+    assert code == 2 and err.startswith("error: --only:") and len(err.strip().splitlines()) == 1
