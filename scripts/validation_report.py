@@ -485,10 +485,52 @@ Python around the passes takes at most {outside:.1f} ms. The same op in isolatio
 k = 3, `{iso_file}`) costs only {iso}: re-entering the copies is not what costs the time, the run's conditions
 are. Three differ: ops alternate between two halves of requests, the drafter idles while the target verifies, and a
 run's rows need one or two tokens at an op's start (two where every draft was accepted) where the isolated op's all
-need one, so a run's first pass is a mixed batch under vLLM's PIECEWISE CUDA graphs. `benchmarks/drafter_op.py
---halves 2 --idle-ms 20 --alpha 0.8 --uniform 0,1` replays each (`--uniform 1`: the plugin's `drafter_uniform_passes`,
-one-token passes only) for the next GPU session to tell which.
+need one, so a run's first pass is a mixed batch under vLLM's PIECEWISE CUDA graphs. {conditions_text(folders)}
 """
+
+
+def conditions_text(folders: list[str]) -> str:
+    """The isolated drafter op under each run condition (``benchmarks/drafter_op.py --halves 1,2 --idle-ms 0,20
+    --uniform 0,1 --cudagraph-mode ,FULL``, the job ``drafter-op-conditions``), where a session measured it."""
+    found = [ROOT / f / "results_drafter-op-conditions.jsonl" for f in folders
+             if (ROOT / f / "results_drafter-op-conditions.jsonl").exists()]
+    if not found:
+        return ("`benchmarks/drafter_op.py --halves 2 --idle-ms 20 --alpha 0.8 --uniform 0,1` replays each "
+                "(`--uniform 1`: the plugin's `drafter_uniform_passes`, one-token passes only) for the next GPU session "
+                "to tell which.")
+    path = found[-1]
+    rows = [r for line in path.read_text().splitlines() if line.startswith("{")
+            and "op_ms" in (r := json.loads(line))]
+    conds = sorted({(r["halves"], r["idle_ms"]) for r in rows})
+    cell = {(r["rows"], r["cudagraph_mode"] or "PIECEWISE", r["uniform_passes"], r["halves"], r["idle_ms"]): r
+            for r in rows}
+    fmt = lambda r: (f"{r['op_ms']:.1f} ({r['forward_ms'][0]:.1f} / {np.median(r['forward_ms'][1:]):.1f})"  # noqa: E731
+                     if r else "–")
+    table = ["| rows | drafter graphs | passes | " + " | ".join(f"{h} {'halves' if h > 1 else 'half'}, idle {i:.0f} ms"
+                                                          for h, i in conds) + " |",
+             "|---|---|---|" + "---|" * len(conds)]
+    keys = sorted({(k[0], k[1], k[2]) for k in cell}, key=lambda k: (k[0], k[1] != "PIECEWISE", k[2]))
+    for b, g, u in keys:
+        table.append(f"| {b} | {g} | {'one token each' if u else 'mixed first'} | "
+                     + " | ".join(fmt(cell.get((b, g, u, h, i))) for h, i in conds) + " |")
+    sizes = sorted({k[0] for k in keys})
+    ratio = lambda g, u: [cell[(b, g, u, h, i)]["op_ms"] / cell[(b, "PIECEWISE", False, h, i)]["op_ms"]  # noqa: E731
+                          for b in sizes for h, i in conds if (b, g, u, h, i) in cell]
+    full, uniform = ratio("FULL", False), ratio("PIECEWISE", True)
+    small = sizes[0]
+    firsts = lambda g: [cell[(small, g, False, h, i)]["forward_ms"][0] for h, i in conds  # noqa: E731
+                        if (small, g, False, h, i) in cell]
+    first, first_full = firsts("PIECEWISE"), firsts("FULL")
+    model, k = rows[0]["model"], rows[0]["k"]
+    return (f"`benchmarks/drafter_op.py` replayed each in isolation (`{path.relative_to(ROOT)}`, {model}, k = {k}, "
+            f"α = {rows[0]['alpha']}; op ms (first / median later pass ms), medians of {rows[0]['ops']} ops):\n\n"
+            + "\n".join(table) + "\n\n"
+            f"The mixed first pass under PIECEWISE graphs is what costs: at {small} rows it takes "
+            f"{min(first):.1f}-{max(first):.1f} ms across the conditions (halves and idle time move it, but never "
+            f"near the later passes), and {min(first_full):.1f}-{max(first_full):.1f} ms under FULL graphs. The op under "
+            f"FULL graphs takes {min(full):.2f}-{max(full):.2f}x its PIECEWISE time; one-token passes "
+            f"(`drafter_uniform_passes`) {min(uniform):.2f}-{max(uniform):.2f}x. Not yet measured inside a PSD run "
+            "(the queued `psd-32b-0.6b-k1-drafter-full-graphs`), so the plugin's default is unchanged.")
 
 
 def main() -> None:
