@@ -126,7 +126,10 @@ def report(argv: list[str] | None) -> int:
                 pooled[group + (shape,)].append(ex)
             r = sharing_row(name, recs)
             f = lambda x, p=1: f"{x:.{p}f}" if x is not None else "-"  # noqa: E731
-            per_run.add_row(Path(folder).name[:10], f"{cfg['target']} + {cfg['draft']}", str(cfg["k"]), str(r["rows"]),
+            per_run.add_row(Path(folder).name[:10], f"{cfg['target']} + {cfg['draft']}" + "".join(
+                                [", uniform passes" if cfg.get("drafter_uniform_passes") else "",
+                                 f", drafter graphs {cfg['drafter_cudagraph_mode']}"
+                                 if cfg.get("drafter_cudagraph_mode") else ""]), str(cfg["k"]), str(r["rows"]),
                             f(r["draft"]), f(r["verify"]), f(ratio(r["draft"], r["verify"]), 2), f(r["alone"]),
                             f(r["stretch"]), f(r["later"]), f(ratio(r["stretch"], r["later"]), 2))
     require(bool(pooled), "folders", "need PSD traces whose drafter ops carry forward_ms (written since 2026-12-01)",

@@ -39,8 +39,11 @@ def main() -> None:
     sd = {(r["folder"], r["target"], r["draft"], r["k"], r["alpha"], r["max_num_seqs"]): r["output_throughput"]
           for r in rows if r["policy"] == "sd"}
     gpu = lambda r: "own GPU" if r.get("drafter_device") not in (None, "same") else "shared GPU"  # noqa: E731
-    layout = lambda r: (f"{gpu(r)}, {r['psd_capacity']}" if r.get("psd_capacity")  # noqa: E731
-                        else gpu(r) if r["policy"] == "pearl" else "–")
+    options = lambda r: "".join([", uniform passes" if r.get("drafter_uniform_passes") else "",  # noqa: E731
+                                 f", drafter graphs {r['drafter_cudagraph_mode']}"
+                                 if r.get("drafter_cudagraph_mode") else ""])
+    layout = lambda r: (f"{gpu(r)}, {r['psd_capacity']}{options(r)}" if r.get("psd_capacity")  # noqa: E731
+                        else gpu(r) + options(r) if r["policy"] == "pearl" else "–")
     key = lambda r: (r["target"], r["policy"], r.get("draft") or "", r["k"], layout(r), r.get("alpha") or 0,
                      r["max_num_seqs"])
     print(f"Device: {setup.get('gpu')}, torch {setup.get('torch')}, vLLM {setup.get('vllm')}; "

@@ -338,12 +338,13 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
                     f"later ones at {r['rows']} rows" for r in iso_rows)
     clean = [n for n in full if not bad(n)]
     fit = json.loads((shipped / "plugin.json").read_text())
-    fitted = set(fit["provenance"]["runs"])
-    sp = summary([full[n] for n in clean if full[n]["policy"] == "psd" and n[1] not in fitted])
+    words = fit["provenance"]["command"].split()  # fitted: a run of the provenance in one of its --from folders
+    fitted = {(f, n) for f in (b for a, b in zip(words, words[1:]) if a == "--from") for n in fit["provenance"]["runs"]}
+    sp = summary([full[n] for n in clean if full[n]["policy"] == "psd" and n not in fitted])
     sa = summary([full[n] for n in clean if full[n]["policy"] != "psd"])
-    fitted_sessions = ", ".join(sorted({session[n] for n in full if n[1] in fitted})) or "none"
+    fitted_sessions = ", ".join(sorted({session[n] for n in full if n in fitted})) or "none"
     held_sessions = ", ".join(sorted({session[n] for n in full if full[n]["policy"] == "psd"} -
-                                     {session[n] for n in full if n[1] in fitted})) or "none"
+                                     {session[n] for n in full if n in fitted})) or "none"
     by_pair_k: dict[tuple, list] = {}  # PSD prediction errors by pair and k (default passes)
     for n in full:
         if full[n]["policy"] == "psd" and not variant[n]:
@@ -351,7 +352,7 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
 
     def errs(ns: list) -> str:  # one pair and k: its PSD errors, 16 rows then 64, session by session
         sessions = [f for f in folders if any(n[0] == f for n in ns)]
-        return ", ".join(", ".join(f"{err(n):+.1%}{'*' if n[1] in fitted else ''}" for n in
+        return ", ".join(", ".join(f"{err(n):+.1%}{'*' if n in fitted else ''}" for n in
                                    sorted((n for n in ns if n[0] == f), key=lambda n: full[n]["max_num_seqs"]))
                          + (f" ({tag[f]})" if len(sessions) > 1 else "") for f in sessions)
     errs_by = "; ".join(f"{t} + {d}, k = {k}: {errs(ns)}" for (t, d, k), ns in sorted(by_pair_k.items()))
@@ -529,8 +530,40 @@ def conditions_text(folders: list[str]) -> str:
             f"{min(first):.1f}-{max(first):.1f} ms across the conditions (halves and idle time move it, but never "
             f"near the later passes), and {min(first_full):.1f}-{max(first_full):.1f} ms under FULL graphs. The op under "
             f"FULL graphs takes {min(full):.2f}-{max(full):.2f}x its PIECEWISE time; one-token passes "
-            f"(`drafter_uniform_passes`) {min(uniform):.2f}-{max(uniform):.2f}x. Not yet measured inside a PSD run "
-            "(the queued `psd-32b-0.6b-k1-drafter-full-graphs`), so the plugin's default is unchanged.")
+            f"(`drafter_uniform_passes`) {min(uniform):.2f}-{max(uniform):.2f}x. " + full_graphs_in_runs(folders))
+
+
+def full_graphs_in_runs(folders: list[str]) -> str:
+    """PSD runs with the drafter's FULL CUDA graphs beside the default (PIECEWISE) run of the same configuration and
+    session: throughput and the median drafter op of a full half, as ratios within the session."""
+    from minedraft.calibration.plugin import op_medians
+    from minedraft.policies.psd import half_capacity
+
+    found = []
+    for folder in folders:
+        by = {}
+        for name, recs in load_runs([], str(ROOT / folder)).items():
+            cfg = next((x.get("config") or {} for x in recs if x.get("type") == "header"), {})
+            if not name.startswith("policy-psd") or cfg.get("drafter_uniform_passes"):
+                continue
+            run = measured_run(recs, name)
+            draft = op_medians(run.trace, half_capacity(run.cfg))["draft"]
+            tput = compute_metrics(run.trace)["output_throughput"]
+            by[(cfg["target"], cfg["draft"], int(cfg["k"]), int(cfg["max_num_seqs"]),
+                cfg.get("drafter_cudagraph_mode") or "PIECEWISE")] = (tput, draft)
+        for (t, d, k, m, g), (tput, draft) in sorted(by.items()):
+            if g == "FULL" and (base := by.get((t, d, k, m, "PIECEWISE"))):
+                found.append((Path(folder).name[:10], t, d, k, m, tput / base[0], draft / base[1], draft, base[1]))
+    if not found:
+        return ("Not yet measured inside a PSD run (the queued `psd-32b-0.6b-k1-drafter-full-graphs`), so the "
+                "plugin's default is unchanged.")
+    short = lambda m: m.replace("qwen3-", "")  # noqa: E731
+    cells = "; ".join(f"{short(t)} + {short(d)} k = {k}, {m} rows ({day}): throughput {r:.3f}x, drafter op "
+                      f"{a * 1e3:.1f} ms against {b * 1e3:.1f} ms ({o:.2f}x)" for day, t, d, k, m, r, o, a, b in found)
+    return (f"Inside PSD runs (FULL beside PIECEWISE, one session, one run each): {cells}. The op shrinks as in "
+            "isolation, but the target's verify, not the drafter, bounds a PSD step here, so throughput moves by a "
+            "few per cent; the plugin's default stays PIECEWISE and the shipped "
+            "plugin costs describe it (the FULL runs are predicted with the same costs).")
 
 
 def main() -> None:
@@ -540,7 +573,8 @@ def main() -> None:
     ap.add_argument("--one-gpu-measurements", nargs="+", default=["docs/measurements/2026-12-01-h200-psd-shared",
                                                                  "docs/measurements/2026-12-02-h200-psd-shared",
                                                                  "docs/measurements/2026-12-02-h200-psd-32b-1.7b",
-                                                                 "docs/measurements/2026-12-02-h200-pearl-32b-1.7b"])
+                                                                 "docs/measurements/2026-12-02-h200-pearl-32b-1.7b",
+                                                                 "docs/measurements/2026-12-03-h200-psd-k3-drafter-graphs"])
     a = ap.parse_args()
     runs = load_runs([], str(ROOT / a.measurements))
     shipped = ROOT / "calibration/data/profiles/h200"
