@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                          header_config={"benchmark": "gpu_ar_sd", **labels, "max_num_seqs": mns})
         if writer is not None:
             writer.close()
-        m = policy_metrics(records, policy, res, False, engine)
+        m = policy_metrics(records, policy, res, False, engine.facts)
         emit({"kind": "result", **labels, "max_num_seqs": mns, "num_prompts": len(req),
               "input_len": a.input_len, "output_len": a.output_len, "run_s": round(time.monotonic() - t, 3),
               "engine_max_num_seqs": engine.spec.max_num_seqs, **m,

@@ -302,7 +302,7 @@ def child(a: argparse.Namespace) -> int:
                                      num_gpus=tp if not plugin or shared else tp + 1)
                     if writer is not None:
                         writer.close()
-                    m = policy_metrics(records, policy, res, False, eng)
+                    m = policy_metrics(records, policy, res, False, eng.facts)
                     out = {"kind": "result", **run_labels, "requests_in_flight": in_flight, "num_prompts": n,
                            "input_len": a.input_len, "output_len": a.output_len,
                            "run_s": round(time.monotonic() - t, 3), **m,

@@ -19,6 +19,7 @@ import numpy as np
 
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.errors import require
+from minedraft.executor import compat
 from minedraft.executor.engine import Engine, EngineSpec, Job, RunResult
 from minedraft.executor.models import ResolvedModel, check_pair, resolve_model
 from minedraft.executor.records import (
@@ -65,6 +66,9 @@ class ExecOptions:
     drafter_device: str = "auto"  # psd/pearl (and sd with sd_drafter="own"): auto | same | cpu | cuda:N
     drafter_fused: bool = False  # the plugin's drafter: one runner pass per op (PluginConfig.drafter_fused)
     sd_drafter: str = "shared"  # sd: vLLM's draft_model (shared) | the plugin's mode "sd" (own: drafter process)
+    #: where each policy's engine runs: "same" (this process) | "own" (a process each, which frees the GPU when it
+    #: exits) | "auto" (own on a GPU build when more than one policy runs: own_process.py says why)
+    engine_process: str = "auto"
     model_root: str | None = None
     extra_args: dict = field(default_factory=dict)
 
@@ -174,7 +178,7 @@ def run_policy(engine: Engine, policy: str, requests: Requests, emit: Callable[[
 
 
 def policy_metrics(records: list[dict], policy: str, result: RunResult | None, resumed: bool,
-                   engine: Engine | None) -> dict:
+                   facts: dict | None) -> dict:
     """Metrics from the policy's records (RESULT_KEYS first), plus what only a measured run has.
 
     Extras: ``throughput_check`` (trace-derived against wall-clock output throughput; None when the
@@ -198,7 +202,7 @@ def policy_metrics(records: list[dict], policy: str, result: RunResult | None, r
         if sd and sd["num_drafts"] else None,
         "engine_steps": result.num_steps if result is not None else None,
         "spec_decode_row_mismatches": result.mismatched_steps if result is not None else None,
-        "engine_start_s": engine.facts.get("engine_start_s") if engine is not None else None,
+        "engine_start_s": facts.get("engine_start_s") if facts is not None else None,
     }
     return out
 
@@ -229,25 +233,44 @@ def execute(policies: list[str], requests: Requests, opts: ExecOptions, *, onlin
         if writer is not None:
             writer.write(rec)
 
+    require(opts.engine_process in ("auto", "own", "same"), "engine_process", "must be auto, own or same",
+            opts.engine_process)
+    todo = [p for p in policies if not (p in state and len(state[p].finished) >= len(requests))]
+    own = opts.engine_process == "own" or (opts.engine_process == "auto" and len(todo) > 1
+                                           and not compat.is_cpu_build())
     runs: list[PolicyRun] = []
     try:
         for policy in policies:
             done = state.get(policy)
             resumed = done is not None and (done.has_header or bool(done.finished))
-            if done is not None and len(done.finished) >= len(requests):
+            if policy not in todo:
                 runs.append(PolicyRun(policy, policy_metrics(records, policy, None, True, None)))
                 continue
-            spec = engine_spec(policy, opts, models, requests)
-            with Engine(spec, name=f"minedraft-{policy}") as engine:
-                engine.warmup(opts.warmup, int(np.median(requests.prompt_len)), 16)
-                cb = progress(policy, len(requests) - (len(done.finished) if done else 0)) if progress else None
-                result = run_policy(engine, policy, requests, emit, online=online, seed=opts.seed,
-                                    temperature=opts.temperature, header_config=header_cfg,
-                                    num_gpus=num_gpus(engine, opts.tensor_parallel_size), done=done, progress=cb)
-                runs.append(PolicyRun(policy, policy_metrics(records, policy, result, resumed, engine), result,
-                                      engine.facts))
+            cb = progress(policy, len(requests) - (len(done.finished) if done else 0)) if progress else None
+            job = {"policy": policy, "requests": requests, "opts": opts, "models": models,
+                   "header_config": header_cfg, "done": done, "online": online}
+            if own:
+                from minedraft.executor.own_process import run_in_own_process
+
+                result, facts = run_in_own_process(job, emit, cb)
+            else:
+                result, facts = run_one(**job, emit=emit, progress=cb)
+            runs.append(PolicyRun(policy, policy_metrics(records, policy, result, resumed, facts), result, facts))
     finally:
         if writer is not None:
             writer.close()
     return runs
+
+
+def run_one(policy: str, requests: Requests, opts: ExecOptions, models: Models, header_config: dict,
+            done: PolicyProgress | None, online: bool, emit: Callable[[dict], None],
+            progress: Callable[[int], None] | None) -> tuple[RunResult, dict]:
+    """One policy on a fresh engine in this process (warm-up, then the run); its result and the engine's facts."""
+    spec = engine_spec(policy, opts, models, requests)
+    with Engine(spec, name=f"minedraft-{policy}") as engine:
+        engine.warmup(opts.warmup, int(np.median(requests.prompt_len)), 16)
+        result = run_policy(engine, policy, requests, emit, online=online, seed=opts.seed,
+                            temperature=opts.temperature, header_config=header_config,
+                            num_gpus=num_gpus(engine, opts.tensor_parallel_size), done=done, progress=progress)
+        return result, engine.facts
 

@@ -32,6 +32,9 @@ class InputError(ValueError):
         got = "" if self.value is None else f"; got {show(self.value)}"
         return f"{self.field}: {self.allowed}{got}"
 
+    def __reduce__(self):  # it crosses processes (an engine's process of its own raises it in the parent)
+        return InputError, (self.field, self.allowed, self.value)
+
     def relabel(self, field: str, value: object = None) -> InputError:
         """The same complaint under the name the user knows (a flag), keeping inner detail."""
         inner = self.field
@@ -41,6 +44,11 @@ class InputError(ValueError):
         same = norm(inner) in ("", norm(field))
         allowed = self.allowed if same else f"{inner}: {self.allowed}"
         return InputError(field, allowed, self.value if value is None else value)
+
+
+class RunFailed(RuntimeError):
+    """A run stopped for a reason outside its input (a process it needs died); the CLIs print it on one line."""
+
 
 
 def require(ok: bool, field: str, allowed: str, value: object = None) -> None:

@@ -373,3 +373,92 @@ def test_kill_9_keeps_finished_requests_and_resume_completes(tiny_dir, tmp_path)
     res = {r["policy"]: r for r in json.loads(out.read_text())["results"]}
     assert res["ar"]["completed"] == res["sd"]["completed"] == n
     assert res["sd"]["mean_acceptance_length"] == pytest.approx(K + 1)
+
+
+def _cli_json(args, out):
+    p = subprocess.run(_exec_cmd(*args, "--json", str(out), "--quiet"), env=ENV, capture_output=True, text=True,
+                       timeout=400)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_engines_in_processes_of_their_own_run_as_in_one(tiny_dir, tmp_path):
+    """--engine-process own (the GPU default for several policies) gives the run --engine-process same gives."""
+    args = ["--policy", "ar,psd", "--target", tiny_dir, "--draft", tiny_dir, *WORKLOAD, "--kv-cache-memory-gib",
+            "0.03"]
+    runs = {}
+    for where in ("own", "same"):
+        trace = tmp_path / f"{where}.jsonl"
+        ex = _cli_json(args + ["--engine-process", where, "--trace", str(trace)], tmp_path / f"{where}.json")
+        recs = list(read_records(trace))
+        runs[where] = ex, Counter((r["type"], r.get("policy")) for r in recs), \
+            sorted((r["policy"], r["request_id"], r["output_len"]) for r in recs if r["type"] == "request")
+    (own, own_counts, own_reqs), (same, same_counts, same_reqs) = runs["own"], runs["same"]
+    assert own_reqs == same_reqs and len(own_reqs) == 12  # every request of both policies, the same lengths
+    assert own_counts[("header", "psd")] == own_counts[("header", "ar")] == same_counts[("header", "psd")] == 1
+    assert own["config"]["executor"]["engine_process"] == "own"
+    for a, b in zip(own["results"], same["results"]):
+        assert a["policy"] == b["policy"] and a["completed"] == b["completed"] == 6
+        assert a["engine_start_s"] > 0 and a["throughput_check"]["ok"]
+        assert a["mean_acceptance_length"] == pytest.approx(b["mean_acceptance_length"])
+    assert own["results"][1]["mean_acceptance_length"] == pytest.approx(K + 1)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (Linux /proc)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parent[int(d)] = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def test_a_killed_engine_process_fails_in_one_line_keeps_its_records_and_resume_completes(tiny_dir, tmp_path):
+    trace = tmp_path / "run.jsonl"
+    n = 40
+    args = _exec_cmd("--policy", "ar,sd", "--target", tiny_dir, "--draft", tiny_dir, "--num-prompts", str(n),
+                     "--input-len", "24", "--output-len", "120", "--max-num-seqs", "2", "-k", str(K),
+                     "--kv-cache-memory-gib", "0.03", "--trace", str(trace), "--quiet", "--warmup", "0",
+                     "--engine-process", "own")
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, killed = time.monotonic() + 240, None
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and killed is None:
+            time.sleep(0.2)
+            text = trace.read_text() if trace.exists() else ""
+            if text.count('"type":"request","policy":"sd"') >= 3:
+                for pid in _descendants(proc.pid):
+                    try:
+                        if b"minedraft.executor.own_process" in open(f"/proc/{pid}/cmdline", "rb").read():
+                            os.kill(pid, signal.SIGKILL)
+                            killed = pid
+                    except OSError:
+                        pass
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert killed is not None, "no engine process to kill"
+    lines = err.strip().splitlines()
+    assert proc.returncode == 1 and lines[-1].startswith("error: the sd engine's process exited (code -9)"), err[-2000:]
+    before = list(read_records(trace))
+    done_sd = sum(r["type"] == "request" and r["policy"] == "sd" for r in before)
+    assert 3 <= done_sd < n and sum(r["type"] == "request" and r["policy"] == "ar" for r in before) == n
+
+    out = tmp_path / "resumed.json"
+    p = subprocess.run(args + ["--resume", "--json", str(out)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    reqs = Counter((r["policy"], r["request_id"]) for r in read_records(trace) if r["type"] == "request")
+    assert set(reqs.values()) == {1} and len(reqs) == 2 * n
+    res = {r["policy"]: r for r in json.loads(out.read_text())["results"]}
+    assert res["ar"]["completed"] == res["sd"]["completed"] == n

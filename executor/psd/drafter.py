@@ -1,7 +1,7 @@
 """The drafter: its own process, its own device, its own KV cache; token ids in, token ids out.
 
 Parent side, :class:`DrafterClient` (in the vLLM engine-core process, owned by one scheduler): starts
-this module's ``main`` in a fresh Python (:data:`BOOT`) with the drafter's device in its environment, talks to it
+this module's ``main`` in a fresh Python (:func:`minedraft.executor.boot.start`) with the drafter's device in its environment, talks to it
 over a private ``socketpair`` (no ports, nothing shared between engines), sends one op at a time and
 collects the answer later, so the drafter works while the target verifies.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import time
@@ -33,19 +32,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-
-#: The child's entry: import minedraft as the parent sees it (``MINEDRAFT_PACKAGE_PATH``: the parent's
-#: ``minedraft.__path__``), so a checkout mapped at run time (the GPU benchmarks' ``import_minedraft``) works
-#: as well as an installed package; then this module's :func:`main`.
-BOOT = """import os, sys
-paths = [p for p in os.environ.get("MINEDRAFT_PACKAGE_PATH", "").split(os.pathsep) if p]
-if paths:
-    sys.path.insert(0, os.path.dirname(paths[0]))
-import minedraft
-minedraft.__path__.extend(p for p in paths if p not in minedraft.__path__)
-from minedraft.executor.psd.drafter import main
-sys.exit(main(sys.argv[1:]))
-"""
+from minedraft.executor.boot import child_connection, start
 
 
 class DrafterFailed(RuntimeError):
@@ -66,14 +53,7 @@ class DrafterClient:
 
     def __init__(self, spec: dict, env: dict[str, str], start_timeout_s: float, op_timeout_s: float) -> None:
         self.op_timeout_s = float(op_timeout_s)
-        parent, child = socket.socketpair()
-        self._sock = parent
-        self.conn = Connection(os.dup(parent.fileno()))
-        parent.close()
-        fd = child.fileno()
-        self.proc = subprocess.Popen([sys.executable, "-c", BOOT, "--fd", str(fd)],
-                                     pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
-        child.close()  # the child holds the only other end: its death closes the socket (EOF here)
+        self.proc, self.conn = start("minedraft.executor.psd.drafter", env)
         self.pid = self.proc.pid
         self._seq = 0
         self.pending: Pending | None = None
@@ -158,10 +138,7 @@ def drafter_env(device: str, base: dict[str, str] | None = None) -> dict[str, st
 
     ``device``: "cpu", "same" (the parent's first visible GPU) or "cuda:N" (the parent's N-th visible GPU).
     """
-    import minedraft
-
     env = dict(os.environ if base is None else base)
-    env["MINEDRAFT_PACKAGE_PATH"] = os.pathsep.join(minedraft.__path__)
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     env["VLLM_USE_V2_MODEL_RUNNER"] = "0"
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -444,12 +421,8 @@ def _serve(conn: Connection) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(description="minedraft's drafter process (started by the PSD/PEARL plugin)")
-    p.add_argument("--fd", type=int, required=True, help="socket to the engine (inherited)")
-    a = p.parse_args(argv)
-    conn = Connection(a.fd)
+    conn = child_connection(sys.argv[1:] if argv is None else argv,
+                            "minedraft's drafter process (started by the PSD/PEARL plugin)")
     try:
         return _serve(conn)
     finally:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.costs import StepCosts
-from minedraft.errors import InputError, require
+from minedraft.errors import InputError, RunFailed, require
 from minedraft.latency import Constant, LatencyModel, LatencyProfile, Roofline, Table
 from minedraft.policies import POLICIES, PolicyConfig
 from minedraft.presets import gpu_spec, model_shape
@@ -54,6 +54,8 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         return main(argv)
     except InputError as exc:
         fail(exc.line())
+    except RunFailed as exc:
+        fail(" ".join(str(exc).split()), status=1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drafter-fused", default="off",
                    help="psd/pearl drafter: off (one vLLM runner pass per drafted token) | on (one pass per op: vLLM's "
                         "draft_model proposer over the drafter itself adds the later drafts inside the pass)")
+    g.add_argument("--engine-process", default="auto",
+                   help="where each policy's engine runs: auto (own on a GPU build when several policies run: an "
+                        "in-process vLLM engine does not hand all its GPU memory back) | own (a process each) | same")
     g.add_argument("--resume", action="store_true", help="continue the run in --trace, skipping finished requests")
     g = p.add_argument_group("output")
     g.add_argument("--json", default=None, help="write config and results as JSON to PATH ('-' = stdout)")
@@ -122,6 +125,7 @@ def exec_options(a: argparse.Namespace, cfg, curve, model_root: str, speculative
             "must be auto, same, cpu or cuda:N", a.drafter_device)
     fused = str(a.drafter_fused).strip().lower()
     require(fused in ("on", "off"), "--drafter-fused", "must be on or off", a.drafter_fused)
+    where = common.as_choice(str(a.engine_process).strip().lower(), "--engine-process", ("auto", "own", "same"))
     return dict(target=a.target, draft=a.draft, tensor_parallel_size=tp, k=cfg.num_speculative_tokens,
                 max_num_seqs=cfg.max_num_seqs, curve=curve, k_schedule=cfg.k_schedule,
                 max_num_batched_tokens=cfg.max_num_batched_tokens, kv_cache_tokens=cfg.kv_capacity_tokens,
@@ -129,7 +133,7 @@ def exec_options(a: argparse.Namespace, cfg, curve, model_root: str, speculative
                 max_model_len=mml, enforce_eager=None if eager == "auto" else eager == "on", dtype=dtype,
                 seed=0, temperature=temp, warmup=warmup, async_scheduling=async_on, model_root=model_root,
                 psd_capacity=cfg.psd_capacity, drafter_device=dev, drafter_fused=fused == "on",
-                sd_drafter=cfg.sd_drafter)
+                sd_drafter=cfg.sd_drafter, engine_process=where)
 
 
 def main(argv: list[str] | None = None) -> int:
