@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gpu_common import import_minedraft  # noqa: E402
+from measurements_table import drafter_options  # noqa: E402
 
 SHAPES = ("1 token", "mixed", "2 tokens")
 
@@ -127,9 +128,7 @@ def report(argv: list[str] | None) -> int:
             r = sharing_row(name, recs)
             f = lambda x, p=1: f"{x:.{p}f}" if x is not None else "-"  # noqa: E731
             per_run.add_row(Path(folder).name[:10], f"{cfg['target']} + {cfg['draft']}" + "".join(
-                                [", uniform passes" if cfg.get("drafter_uniform_passes") else "",
-                                 f", drafter graphs {cfg['drafter_cudagraph_mode']}"
-                                 if cfg.get("drafter_cudagraph_mode") else ""]), str(cfg["k"]), str(r["rows"]),
+                                ", " + x for x in drafter_options(cfg)), str(cfg["k"]), str(r["rows"]),
                             f(r["draft"]), f(r["verify"]), f(ratio(r["draft"], r["verify"]), 2), f(r["alone"]),
                             f(r["stretch"]), f(r["later"]), f(ratio(r["stretch"], r["later"]), 2))
     require(bool(pooled), "folders", "need PSD traces whose drafter ops carry forward_ms (written since 2026-12-01)",

@@ -32,6 +32,13 @@ def load(dirs: list[str]) -> tuple[list[dict], dict]:
     return rows, setup
 
 
+def drafter_options(labels: dict) -> list[str]:
+    """The non-default drafter options a PSD run was measured with (from its trace header or its result line)."""
+    return [x for x in ("uniform passes" if labels.get("drafter_uniform_passes") else "",
+                        f"drafter graphs {labels['drafter_cudagraph_mode']}" if labels.get("drafter_cudagraph_mode")
+                        else "") if x]
+
+
 def main() -> None:
     dirs = sys.argv[1:] or ["docs/measurements/2026-11-23-h200-ar-sd"]
     rows, setup = load(dirs)
@@ -39,9 +46,7 @@ def main() -> None:
     sd = {(r["folder"], r["target"], r["draft"], r["k"], r["alpha"], r["max_num_seqs"]): r["output_throughput"]
           for r in rows if r["policy"] == "sd"}
     gpu = lambda r: "own GPU" if r.get("drafter_device") not in (None, "same") else "shared GPU"  # noqa: E731
-    options = lambda r: "".join([", uniform passes" if r.get("drafter_uniform_passes") else "",  # noqa: E731
-                                 f", drafter graphs {r['drafter_cudagraph_mode']}"
-                                 if r.get("drafter_cudagraph_mode") else ""])
+    options = lambda r: "".join(", " + x for x in drafter_options(r))  # noqa: E731
     layout = lambda r: (f"{gpu(r)}, {r['psd_capacity']}{options(r)}" if r.get("psd_capacity")  # noqa: E731
                         else gpu(r) + options(r) if r["policy"] == "pearl" else "–")
     key = lambda r: (r["target"], r["policy"], r.get("draft") or "", r["k"], layout(r), r.get("alpha") or 0,

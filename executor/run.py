@@ -273,4 +273,3 @@ def run_one(policy: str, requests: Requests, opts: ExecOptions, models: Models, 
                             temperature=opts.temperature, header_config=header_config,
                             num_gpus=num_gpus(engine, opts.tensor_parallel_size), done=done, progress=progress)
         return result, engine.facts
-

@@ -50,7 +50,6 @@ class RunFailed(RuntimeError):
     """A run stopped for a reason outside its input (a process it needs died); the CLIs print it on one line."""
 
 
-
 def require(ok: bool, field: str, allowed: str, value: object = None) -> None:
     """Raise :class:`InputError` unless ``ok``."""
     if not ok:

@@ -25,15 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
+from minedraft.calibration.plugin import op_medians
 from minedraft.calibration.steps import fit_steps, step_rows
 from minedraft.cli.validate import load_runs, summary, validate
 from minedraft.metrics import compute_metrics
+from minedraft.policies.psd import half_capacity
 from minedraft.report import save_figure
 from minedraft.simulator.replay import measured_run
 from minedraft.validation import summary_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from measurements_table import drafter_options  # noqa: E402 - the labels the result tables use
 from measurements_table import load as load_results  # noqa: E402 - the reader of a folder's results_*.jsonl
 NAME = re.compile(r"policy-(\w+)_target-([\w.-]+?)(?:_draft-([\w.-]+?)_k-(\d+)_alpha-([\d.]+))?_mns-(\d+)")
 
@@ -242,18 +245,11 @@ def stall(records: list[dict]) -> tuple[float, int, float]:
     return s, (slow[0].get("size") if slow else 0), s / span
 
 
-def drafter_options(labels: dict) -> list[str]:
-    """The non-default drafter options a PSD run was measured with (from its trace header or its result line)."""
-    return [x for x in ("uniform passes" if labels.get("drafter_uniform_passes") else "",
-                        f"drafter graphs {labels['drafter_cudagraph_mode']}" if labels.get("drafter_cudagraph_mode")
-                        else "") if x]
-
-
 def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> str:
     """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session (one row per PSD run);
     every AR and SD run beside the same configuration in ``reference`` (the AR / SD sessions the step models were
     fitted on)."""
-    full, spread, ranges, results, session, variant, stalls = {}, {}, {}, {}, {}, {}, {}
+    full, spread, ranges, results, session, variant, stalls, records = {}, {}, {}, {}, {}, {}, {}, {}
     tag: dict[str, str] = {}  # a session by its date; a second session of a day gets "b", a third "c"
     for folder in folders:
         day = Path(folder).name[:10]
@@ -263,6 +259,7 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
         runs = load_runs([], str(ROOT / folder))
         for n, r in runs.items():
             key = (folder, n)
+            records[key] = r
             full[key] = validate(n, r, shipped, "--gpu", 0)
             cfg = next((x.get("config") or {} for x in r if x.get("type") == "header"), {})
             v = full[key]  # how a PSD run differs from the section's default (shared GPU, double, default passes)
@@ -419,6 +416,13 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
         pearl.append(f"{short(t)} + {short(d)}, k = {k}, {mns} rows ({session[n]}): {tput(n, 'measured'):,.0f} "
                      f"tok/s ({', '.join(beside) or 'no PSD or SD run beside it'}), predicted "
                      f"{tput(n, 'predicted'):,.0f} ({err(n):+.1%}), p90/p10 {flag(n)}")
+    full_graphs = []  # PSD with the drafter's FULL graphs beside the default run of the same session and configuration
+    for (f, t, d, p, k, mns, var), n in sorted((key, n) for key, n in by.items() if key[3] == "psd"):
+        if var == "drafter graphs FULL" and (base := by.get((f, t, d, p, k, mns, ""))):
+            draft = [op_medians(run.trace, half_capacity(run.cfg))["draft"]
+                     for run in (measured_run(records[m], m[1]) for m in (n, base))]
+            full_graphs.append((session[n], t, d, k, mns, tput(n, "measured") / tput(base, "measured"),
+                                draft[0] / draft[1], *draft))
     want = {(t, d, k, m) for t, d in (("qwen3-32b", "qwen3-0.6b"), ("qwen3-32b", "qwen3-1.7b"), ("qwen3-8b", "qwen3-0.6b"))
             for k in (1, 3, 5) for m in (16, 64)}
     k3 = {(t, d, 3, m) for t, d, k, m in want if d == "qwen3-0.6b"}  # measured 2026-11-23 (the two-GPU machine)
@@ -486,11 +490,11 @@ Python around the passes takes at most {outside:.1f} ms. The same op in isolatio
 k = 3, `{iso_file}`) costs only {iso}: re-entering the copies is not what costs the time, the run's conditions
 are. Three differ: ops alternate between two halves of requests, the drafter idles while the target verifies, and a
 run's rows need one or two tokens at an op's start (two where every draft was accepted) where the isolated op's all
-need one, so a run's first pass is a mixed batch under vLLM's PIECEWISE CUDA graphs. {conditions_text(folders)}
+need one, so a run's first pass is a mixed batch under vLLM's PIECEWISE CUDA graphs. {conditions_text(folders, full_graphs)}
 """
 
 
-def conditions_text(folders: list[str]) -> str:
+def conditions_text(folders: list[str], full_graphs: list[tuple]) -> str:
     """The isolated drafter op under each run condition (``benchmarks/drafter_op.py --halves 1,2 --idle-ms 0,20
     --uniform 0,1 --cudagraph-mode ,FULL``, the job ``drafter-op-conditions``), where a session measured it."""
     found = [ROOT / f / "results_drafter-op-conditions.jsonl" for f in folders
@@ -530,30 +534,12 @@ def conditions_text(folders: list[str]) -> str:
             f"{min(first):.1f}-{max(first):.1f} ms across the conditions (halves and idle time move it, but never "
             f"near the later passes), and {min(first_full):.1f}-{max(first_full):.1f} ms under FULL graphs. The op under "
             f"FULL graphs takes {min(full):.2f}-{max(full):.2f}x its PIECEWISE time; one-token passes "
-            f"(`drafter_uniform_passes`) {min(uniform):.2f}-{max(uniform):.2f}x. " + full_graphs_in_runs(folders))
+            f"(`drafter_uniform_passes`) {min(uniform):.2f}-{max(uniform):.2f}x. " + full_graphs_text(full_graphs))
 
 
-def full_graphs_in_runs(folders: list[str]) -> str:
+def full_graphs_text(found: list[tuple]) -> str:
     """PSD runs with the drafter's FULL CUDA graphs beside the default (PIECEWISE) run of the same configuration and
-    session: throughput and the median drafter op of a full half, as ratios within the session."""
-    from minedraft.calibration.plugin import op_medians
-    from minedraft.policies.psd import half_capacity
-
-    found = []
-    for folder in folders:
-        by = {}
-        for name, recs in load_runs([], str(ROOT / folder)).items():
-            cfg = next((x.get("config") or {} for x in recs if x.get("type") == "header"), {})
-            if not name.startswith("policy-psd") or cfg.get("drafter_uniform_passes"):
-                continue
-            run = measured_run(recs, name)
-            draft = op_medians(run.trace, half_capacity(run.cfg))["draft"]
-            tput = compute_metrics(run.trace)["output_throughput"]
-            by[(cfg["target"], cfg["draft"], int(cfg["k"]), int(cfg["max_num_seqs"]),
-                cfg.get("drafter_cudagraph_mode") or "PIECEWISE")] = (tput, draft)
-        for (t, d, k, m, g), (tput, draft) in sorted(by.items()):
-            if g == "FULL" and (base := by.get((t, d, k, m, "PIECEWISE"))):
-                found.append((Path(folder).name[:10], t, d, k, m, tput / base[0], draft / base[1], draft, base[1]))
+    session (``found``: session, target, drafter, k, rows, throughput ratio, drafter-op ratio, the two op medians)."""
     if not found:
         return ("Not yet measured inside a PSD run (the queued `psd-32b-0.6b-k1-drafter-full-graphs`), so the "
                 "plugin's default is unchanged.")

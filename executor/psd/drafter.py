@@ -1,9 +1,9 @@
 """The drafter: its own process, its own device, its own KV cache; token ids in, token ids out.
 
 Parent side, :class:`DrafterClient` (in the vLLM engine-core process, owned by one scheduler): starts
-this module's ``main`` in a fresh Python (:func:`minedraft.executor.boot.start`) with the drafter's device in its environment, talks to it
-over a private ``socketpair`` (no ports, nothing shared between engines), sends one op at a time and
-collects the answer later, so the drafter works while the target verifies.
+this module's ``main`` in a fresh Python (:func:`minedraft.executor.boot.start`) with the drafter's device in its
+environment, talks to it over a private ``socketpair`` (no ports, nothing shared between engines), sends one op at
+a time and collects the answer later, so the drafter works while the target verifies.
 
 Child side, :class:`DraftRunner`: a vLLM engine core for the draft model (vLLM's own model runner, KV
 cache, attention kernels and CUDA graphs) whose scheduler is unused: we build each forward's
