@@ -29,6 +29,7 @@ from scipy.optimize import nnls
 
 from minedraft.errors import InputError, read_json, require
 from minedraft.latency import Affine
+from minedraft.trace import run_config
 
 STEP_MODEL_KIND = "minedraft.step_model"
 TERMS = ("fixed_s", "per_token_s", "per_context_s", "prefill_token_s", "knee_tokens")
@@ -82,7 +83,7 @@ def step_rows(records: Iterable[dict], run: str = "") -> list[StepRow]:
     """Features of every engine step of one executor trace (a header, op and request records)."""
     recs = list(records)
     header = next((r for r in recs if r.get("type") == "header"), {})
-    cfg = header.get("config") or {}
+    cfg = run_config(header)
     target, draft = cfg.get("target"), cfg.get("draft")
     require(target is not None, "trace", "header must name the target (a minedraft-exec trace)", run)
     tp = int(cfg.get("tensor_parallel_size") or (cfg.get("executor") or {}).get("tensor_parallel_size") or 1)

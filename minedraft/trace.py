@@ -232,6 +232,24 @@ class TraceWriter:
         self.close()
 
 
+def run_config(header: dict) -> dict:
+    """A run's header config with its facts as flat keys: ``policy``, ``target``, ``draft``, ``k``,
+    ``max_num_seqs``, ``psd_capacity``. The benchmarks write them so; ``minedraft-exec`` writes one config for all
+    its policies and keeps them in ``fingerprint`` and ``policy_config``, from where they are taken (AR: no
+    drafter, k = 0)."""
+    cfg = dict(header.get("config") or {})
+    policy = header.get("policy") or cfg.get("policy")
+    fp, pc = cfg.get("fingerprint") or {}, cfg.get("policy_config") or {}
+    speculative = policy != "ar"
+    nested = {"policy": policy, "target": fp.get("target"), "draft": fp.get("draft") if speculative else None,
+              "k": fp.get("k") if speculative else 0, "max_num_seqs": pc.get("max_num_seqs"),
+              "psd_capacity": pc.get("psd_capacity")}
+    for key, value in nested.items():
+        if cfg.get(key) is None:
+            cfg[key] = value
+    return cfg
+
+
 def read_records(path: str | os.PathLike, field_name: str = "trace") -> Iterator[dict]:
     """Records of a JSONL trace (ours or MineDraft's). A truncated last line (a crash) is skipped."""
     p = Path(path)
@@ -366,7 +384,8 @@ def _replay_op(rec: TraceRecorder, o: dict, n: int) -> None:
 
 def load_runs(paths: list[str], folder: str | None = None, flag: str = "--all") -> dict[str, list[dict]]:
     """Measured runs by name: trace files, plus every trace (``*.jsonl``, or inside ``traces_*.tgz``) of
-    ``folder``. Other JSONL files in the folder (results, logs) are skipped."""
+    ``folder``. Other JSONL files in the folder (results, logs) are skipped. A file with several policies' runs
+    (``minedraft-exec --policy ar,sd,psd --trace``) gives one run each, named ``STEM-POLICY``."""
     runs: dict[str, list[dict]] = {}
     if folder is not None:
         d = Path(folder)
@@ -377,16 +396,27 @@ def load_runs(paths: list[str], folder: str | None = None, flag: str = "--all") 
                     for m in tf.getmembers():
                         if m.isfile() and m.name.endswith(".jsonl"):
                             text = tf.extractfile(m).read().decode()
-                            runs[Path(m.name).stem] = [json.loads(x) for x in io.StringIO(text) if x.strip()]
+                            _add_runs(runs, Path(m.name).stem, [json.loads(x) for x in io.StringIO(text) if x.strip()],
+                                      flag)
             except (tarfile.TarError, OSError, json.JSONDecodeError, UnicodeDecodeError):
                 raise InputError(flag, "holds an unreadable trace archive", str(tgz)) from None
         paths = paths + [str(p) for p in sorted(d.glob("*.jsonl")) if _is_trace(p)]
     for p in paths:
-        runs[Path(p).stem] = list(read_records(p, "run"))
+        _add_runs(runs, Path(p).stem, list(read_records(p, "run")), flag)
     if folder is not None and not paths:
         require(len(runs) > 0, flag, "must name a folder with traces (*.jsonl or traces_*.tgz)", folder)
     require(len(runs) > 0, "run", "give a trace file or --all DIR with traces")
     return runs
+
+
+def _add_runs(runs: dict[str, list[dict]], name: str, records: list[dict], flag: str) -> None:
+    by_policy: dict[str, list[dict]] = {}
+    for rec in records:
+        by_policy.setdefault(str(rec.get("policy", "")), []).append(rec)
+    for policy, recs in by_policy.items():
+        key = name if len(by_policy) == 1 else f"{name}-{policy}"
+        require(key not in runs, flag, "holds two traces of one run name (rename one)", key)
+        runs[key] = recs
 
 
 def _is_trace(path: Path) -> bool:

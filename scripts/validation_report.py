@@ -245,6 +245,39 @@ def stall(records: list[dict]) -> tuple[float, int, float]:
     return s, (slow[0].get("size") if slow else 0), s / span
 
 
+def exec_run(records: list[dict]) -> bool:
+    """A run of ``minedraft-exec`` itself (its header config carries the run's fingerprint), not of a benchmark."""
+    return any(x.get("type") == "header" and "fingerprint" in (x.get("config") or {}) for x in records)
+
+
+def exec_section(folders: list[str], shipped: Path) -> str:
+    """``minedraft-exec`` itself on a GPU: every policy of its traces, measured beside predicted."""
+    rows = ["| session | policy | target + drafter | k | max_num_seqs | requests | out tok/s | predicted (error) | "
+            "mean E2E s | predicted (error) | acc. len |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for folder in folders:
+        for n, r in load_runs([], str(ROOT / folder)).items():
+            if not exec_run(r):
+                continue
+            v = validate(n, r, shipped, "--gpu", 0)
+            m, p = v["measured"], v["predicted"]
+            done = sum(x.get("type") == "request" and x.get("finish") is not None for x in r)
+            acc = m.get("mean_acceptance_length")
+            rows.append(
+                f"| {Path(folder).name[:11]} | {v['policy']} | {v['target']}" + (f" + {v['draft']}" if v["draft"] else "")
+                + f" | {v['k']} | {v['max_num_seqs']} | {done} | {m['output_throughput']:,.0f} | "
+                f"{p['output_throughput']:,.0f} ({p['output_throughput'] / m['output_throughput'] - 1:+.1%}) | "
+                f"{m['mean_e2el_ms'] / 1e3:.2f} | {p['mean_e2el_ms'] / 1e3:.2f} "
+                f"({p['mean_e2el_ms'] / m['mean_e2el_ms'] - 1:+.1%}) | {'–' if acc is None else f'{acc:.2f}'} |")
+    if len(rows) == 2:
+        return ""
+    return ("### `minedraft-exec` itself on the H200\n\nThe runs above come from the GPU benchmark scripts; these come "
+            "from the CLI, two calls of one session (`--policy psd,pearl`, then `--policy ar,sd`; each policy's engine "
+            "in a process of its own, the default on a GPU build with several policies), 64 prompts of 256 / 256 "
+            "tokens, all in at once, synthetic α = 0.8, PSD's and PEARL's drafter sharing the GPU "
+            "(`docs/measurements/2026-12-03b-h200-exec-cli/COMMANDS.md`). Predicted with the shipped profiles, as "
+            "`minedraft-validate --all` does:\n\n" + "\n".join(rows) + "\n")
+
+
 def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> str:
     """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session (one row per PSD run);
     every AR and SD run beside the same configuration in ``reference`` (the AR / SD sessions the step models were
@@ -258,6 +291,8 @@ def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> 
     for folder in folders:
         runs = load_runs([], str(ROOT / folder))
         for n, r in runs.items():
+            if exec_run(r):
+                continue  # minedraft-exec's own runs: exec_section
             key = (folder, n)
             records[key] = r
             full[key] = validate(n, r, shipped, "--gpu", 0)
@@ -560,7 +595,8 @@ def main() -> None:
                                                                  "docs/measurements/2026-12-02-h200-psd-shared",
                                                                  "docs/measurements/2026-12-02-h200-psd-32b-1.7b",
                                                                  "docs/measurements/2026-12-02-h200-pearl-32b-1.7b",
-                                                                 "docs/measurements/2026-12-03-h200-psd-k3-drafter-graphs"])
+                                                                 "docs/measurements/2026-12-03-h200-psd-k3-drafter-graphs",
+                                                                 "docs/measurements/2026-12-03b-h200-exec-cli"])
     a = ap.parse_args()
     runs = load_runs([], str(ROOT / a.measurements))
     shipped = ROOT / "calibration/data/profiles/h200"
@@ -670,6 +706,7 @@ Next: more warm-up before the first timed run, and repeated runs, so each config
 known.
 
 {one_gpu_section(a.one_gpu_measurements, shipped, [a.measurements, "docs/measurements/2026-11-24-h200-sd"])}
+{exec_section(a.one_gpu_measurements, shipped)}
 {psd_section(a.psd_measurements, shipped)}
 ## The published 5-GPU layout (issue 11): predicted, not yet measured
 

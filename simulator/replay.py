@@ -19,7 +19,7 @@ from minedraft.costs import StepCosts
 from minedraft.errors import require
 from minedraft.policies import POLICIES, PolicyConfig
 from minedraft.simulator.engine import simulate
-from minedraft.trace import Trace, trace_from_records
+from minedraft.trace import Trace, run_config, trace_from_records
 from minedraft.workload import Requests
 
 
@@ -45,8 +45,8 @@ class MeasuredRun:
 def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
     header = next((r for r in records if r.get("type") == "header"), None)
     require(header is not None, "run", "trace has no header record", name)
-    cfg = header.get("config") or {}
-    policy = header.get("policy") or cfg.get("policy")
+    cfg = run_config(header)
+    policy = cfg["policy"]
     require(policy in POLICIES, "run", f"policy must be one of {', '.join(POLICIES)}", policy)
     traces = trace_from_records(records)
     trace = traces.get(policy) or next(iter(traces.values()))
@@ -66,6 +66,8 @@ def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
         rates = spec.get("synthetic_acceptance_rates")
         if cfg.get("alpha") is not None:  # the run's own α: benchmarks rewrite the engine's rates in place
             curve = AcceptanceCurve.geometric(float(cfg["alpha"]), max(k, 1))
+        elif cfg.get("acceptance") == "synthetic" and cfg.get("accept_curve"):  # minedraft-exec --accept-curve
+            curve = AcceptanceCurve.from_json(cfg["accept_curve"], "accept_curve")
         elif rates:
             curve = AcceptanceCurve(tuple(rates), source="synthetic (as run)")
         else:

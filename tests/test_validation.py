@@ -95,6 +95,48 @@ def test_validate_bad_input(args, needle, capsys):
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
 
 
+EXEC_GPU = ROOT / "docs/measurements/2026-12-03b-h200-exec-cli"
+
+
+def test_validate_reads_minedraft_exec_traces_one_run_per_policy(tmp_path, capsys):
+    # minedraft-exec --policy psd,pearl (then ar,sd) on an H200 wrote one trace per call, several policies each,
+    # with the run's facts nested in its header (fingerprint, policy_config): each policy is a run of its own
+    from minedraft.simulator.replay import measured_run
+    from minedraft.trace import load_runs
+
+    runs = load_runs([], str(EXEC_GPU))
+    for policy in ("ar", "sd", "psd", "pearl"):
+        run = measured_run(runs[f"exec-{policy}"], policy)
+        assert (run.policy, run.target, run.cfg.max_num_seqs) == (policy, "qwen3-8b", 16)
+        assert (run.draft, run.k) == ((None, 0) if policy == "ar" else ("qwen3-0.6b", 3))
+        assert len(run.requests.arrival) == 64
+        assert run.plugin == (policy in ("psd", "pearl"))
+        if policy != "ar":  # the curve the CLI ran with (--accept-curve 0.8), not one re-estimated from the trace
+            assert run.curve.rates[:3] == pytest.approx((0.8, 0.64, 0.512))
+        if policy == "psd":
+            assert run.cfg.psd_drafter == "shared"  # the drafter shared the target's GPU (--drafter-device same)
+    code, out, err = _validate(["--all", str(EXEC_GPU), "--gpu", "h200", "--json", str(tmp_path / "v.json"),
+                                "--quiet"], capsys)
+    assert code == 0, err
+    got = {r["name"]: r for r in json.loads((tmp_path / "v.json").read_text())["results"]}
+    assert {"exec-ar", "exec-sd", "exec-psd", "exec-pearl"} <= set(got)
+    assert got["exec-psd"]["measured"]["output_throughput"] == pytest.approx(2087.8, abs=0.1)
+
+
+def test_two_traces_of_one_run_name_are_refused(tmp_path, capsys):
+    import tarfile
+
+    line = json.dumps({"type": "header", "policy": "ar", "config": {}}) + "\n"
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "run.jsonl").write_text(line)
+    with tarfile.open(tmp_path / "traces_all.tgz", "w:gz") as tf:
+        tf.add(tmp_path / "a", "a")
+        tf.add(tmp_path / "b", "b")
+    code, out, err = _validate(["--all", str(tmp_path), "--gpu", "h200"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "two traces of one run name" in err and "run" in err, err
+
+
 def _decode_trace(rng, config: dict, fixed_s: float, per_row_s: float) -> list[dict]:
     """A trace of 40 decode steps of target ``tgt`` (1-8 rows each), each taking fixed_s + per_row_s x rows."""
     recs = [{"type": "header", "config": {"target": "tgt", "draft": None, **config}}]
