@@ -410,11 +410,11 @@ def load_runs(paths: list[str], folder: str | None = None, flag: str = "--all") 
 
 
 def _add_runs(runs: dict[str, list[dict]], name: str, records: list[dict], flag: str) -> None:
-    by_policy: dict[str, list[dict]] = {}
-    for rec in records:
-        by_policy.setdefault(str(rec.get("policy", "")), []).append(rec)
-    for policy, recs in by_policy.items():
-        key = name if len(by_policy) == 1 else f"{name}-{policy}"
+    """One run per policy with a header in ``records`` (records naming no policy belong to each)."""
+    policies = list(dict.fromkeys(r.get("policy") for r in records if r.get("type") == "header"))
+    split = {name: records} if len(policies) <= 1 else {
+        f"{name}-{p}": [r for r in records if r.get("policy", p) == p] for p in policies}
+    for key, recs in split.items():
         require(key not in runs, flag, "holds two traces of one run name (rename one)", key)
         runs[key] = recs
 
