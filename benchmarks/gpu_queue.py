@@ -14,7 +14,8 @@ script's own ``--deadline-s``). Each job's stdout goes to ``NAME.jsonl``, stderr
 ``NAME.err``.
 
 ``python3 benchmarks/gpu_queue.py docs/measurements/SESSION/jobs.jsonl --gpus 0,1 --out $OUT
---deadline-s 560 --hard-stop-s 585``
+--deadline-s 560 --hard-stop-s 585``; ``--gpus 0+1`` gives one worker both GPUs (PSD with its drafter on a GPU of
+its own), ``--gpus 0+1+2+3+4`` five (the published layout: TP 4 and the drafter's GPU).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def _done(state: Path) -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("jobs", type=Path)
-    p.add_argument("--gpus", default="0", help="comma list of GPU indices, one worker each")
+    p.add_argument("--gpus", default="0", help="comma list of GPU indices, one worker each; a worker given 0+1 "
+                                               "runs each job on GPUs 0 and 1 (a target and its own drafter GPU)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--state", type=Path, default=Path("/tmp/minedraft-gpu-queue.done"),
                    help="names of finished jobs (kept on the machine between calls)")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             jdir.mkdir(exist_ok=True)
             left = a.hard_stop_s - clock.elapsed - 10
             cmd = [str(x).replace("{out}", str(jdir)).replace("{left}", f"{left:.0f}") for x in job["cmd"]]
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu.replace("+", ","))
             say(f"gpu {gpu} start {job['name']} (est {job['est_s']} s)")
             t = clock.elapsed
             with open(work / f"{job['name']}.jsonl", "w") as so, open(work / f"{job['name']}.err", "w") as se:

@@ -47,6 +47,14 @@ def test_queue_spreads_jobs_over_gpus_skips_what_does_not_fit_and_resumes(tmp_pa
     assert sorted(n for n in files if n.endswith(".jsonl")) == ["queue/killed.jsonl", "queue/long.jsonl"]
 
 
+def test_a_worker_can_hold_several_gpus(tmp_path):
+    jobs = [_job(n, 1, "echo '{\"gpus\": \"'$CUDA_VISIBLE_DEVICES'\"}'") for n in ("a", "b")]
+    summary, files = _run(tmp_path, jobs, "--gpus", "0+1,2+3+4", "--deadline-s", "20", "--hard-stop-s", "30")
+    assert summary["left"] == []
+    assert {json.loads(files[f"queue/{n}.jsonl"])["gpus"] for n in ("a", "b")} <= {"0,1", "2,3,4"}
+    assert "gpu 0+1 start" in files["queue/queue.log"] or "gpu 2+3+4 start" in files["queue/queue.log"]
+
+
 def test_queue_rejects_a_job_without_its_fields(tmp_path):
     jf = tmp_path / "jobs.jsonl"
     jf.write_text(json.dumps({"name": "x", "cmd": ["true"]}) + "\n")
