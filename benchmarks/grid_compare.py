@@ -12,21 +12,28 @@ one new token and with more than one.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gpu_common import import_minedraft  # noqa: E402
 
-def grid(path: Path) -> tuple[dict, dict]:
-    """``{(batch, new_tokens, context): seconds}`` and the profile's provenance."""
-    d = json.loads(path.read_text())
-    f = d["forward"]
+import_minedraft()
+from minedraft.cli.common import run_cli  # noqa: E402
+from minedraft.latency import LatencyProfile  # noqa: E402
+
+
+def grid(path: Path, name: str) -> tuple[dict, dict]:
+    """``{(batch, new_tokens, context): seconds}`` and the profile's provenance (the file checked as a profile)."""
+    prof = LatencyProfile.load(path, name)
+    f = prof.forward
     pts = {(b, n, c): f["seconds"][i][j][m] for i, b in enumerate(f["batch"]) for j, n in enumerate(f["new_tokens"])
            for m, c in enumerate(f["context_len"])}
-    return pts, d.get("provenance") or {}
+    return pts, prof.provenance
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("b", type=Path, help="the grid compared with it")
     p.add_argument("--context", type=int, default=None, help="context length of the printed table (default: largest)")
     a = p.parse_args(argv)
-    ga, pa = grid(a.a)
-    gb, pb = grid(a.b)
+    ga, pa = grid(a.a, "a")
+    gb, pb = grid(a.b, "b")
     common = sorted(set(ga) & set(gb))
     if not common:
         raise SystemExit("error: the two grids share no (batch, new tokens, context) point")
@@ -62,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

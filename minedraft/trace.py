@@ -29,6 +29,7 @@ import numpy as np
 
 from minedraft.errors import MAX_INPUT_BYTES, InputError, require
 from minedraft.ops import DECODE, OP_KINDS, PREFILL, RESOURCES, TARGET, VERIFY, Op
+from minedraft.policies import POLICIES
 
 SCHEMA = "minedraft.trace/1"
 KIND_CODE = {k: i for i, k in enumerate(OP_KINDS)}
@@ -240,7 +241,7 @@ def run_config(header: dict) -> dict:
     cfg = dict(header.get("config") or {})
     policy = header.get("policy") or cfg.get("policy")
     fp, pc = cfg.get("fingerprint") or {}, cfg.get("policy_config") or {}
-    speculative = policy != "ar"
+    speculative = policy not in POLICIES or POLICIES[policy].speculative
     nested = {"policy": policy, "target": fp.get("target"), "draft": fp.get("draft") if speculative else None,
               "k": fp.get("k") if speculative else 0, "max_num_seqs": pc.get("max_num_seqs"),
               "psd_capacity": pc.get("psd_capacity")}

@@ -250,12 +250,13 @@ def exec_run(records: list[dict]) -> bool:
     return any(x.get("type") == "header" and "fingerprint" in (x.get("config") or {}) for x in records)
 
 
-def exec_section(folders: list[str], shipped: Path) -> str:
-    """``minedraft-exec`` itself on a GPU: every policy of its traces, measured beside predicted."""
+def exec_section(runs_by_folder: dict[str, dict], shipped: Path) -> str:
+    """``minedraft-exec`` itself on a GPU: every policy of its traces (``runs_by_folder``: folder -> its
+    ``load_runs``), measured beside predicted."""
     rows = ["| session | policy | target + drafter | k | max_num_seqs | requests | out tok/s | predicted (error) | "
             "mean E2E s | predicted (error) | acc. len |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for folder in folders:
-        for n, r in load_runs([], str(ROOT / folder)).items():
+    for folder, runs in runs_by_folder.items():
+        for n, r in runs.items():
             if not exec_run(r):
                 continue
             v = validate(n, r, shipped, "--gpu", 0)
@@ -278,18 +279,18 @@ def exec_section(folders: list[str], shipped: Path) -> str:
             "`minedraft-validate --all` does:\n\n" + "\n".join(rows) + "\n")
 
 
-def one_gpu_section(folders: list[str], shipped: Path, reference: list[str]) -> str:
+def one_gpu_section(runs_by_folder: dict[str, dict], shipped: Path, reference: list[str]) -> str:
     """PSD with the drafter sharing one H200 against vLLM's SD and AR of the same session (one row per PSD run);
     every AR and SD run beside the same configuration in ``reference`` (the AR / SD sessions the step models were
-    fitted on)."""
+    fitted on). ``runs_by_folder``: each session's folder -> its ``load_runs``."""
+    folders = list(runs_by_folder)
     full, spread, ranges, results, session, variant, stalls, records = {}, {}, {}, {}, {}, {}, {}, {}
     tag: dict[str, str] = {}  # a session by its date; a second session of a day gets "b", a third "c"
     for folder in folders:
         day = Path(folder).name[:10]
         same_day = sum(x.startswith(day) for x in tag.values())
         tag[folder] = day + ("", "b", "c", "d", "e")[same_day]
-    for folder in folders:
-        runs = load_runs([], str(ROOT / folder))
+    for folder, runs in runs_by_folder.items():
         for n, r in runs.items():
             if exec_run(r):
                 continue  # minedraft-exec's own runs: exec_section
@@ -599,6 +600,7 @@ def main() -> None:
                                                                  "docs/measurements/2026-12-03b-h200-exec-cli"])
     a = ap.parse_args()
     runs = load_runs([], str(ROOT / a.measurements))
+    one_gpu = {f: load_runs([], str(ROOT / f)) for f in a.one_gpu_measurements}  # both one-GPU sections read them
     shipped = ROOT / "calibration/data/profiles/h200"
     res_a = split(runs, ["alpha-0.8"], shipped)
     with tempfile.TemporaryDirectory() as tmp:
@@ -705,8 +707,8 @@ What the model now holds, and what remains:
 Next: more warm-up before the first timed run, and repeated runs, so each configuration's noise is
 known.
 
-{one_gpu_section(a.one_gpu_measurements, shipped, [a.measurements, "docs/measurements/2026-11-24-h200-sd"])}
-{exec_section(a.one_gpu_measurements, shipped)}
+{one_gpu_section(one_gpu, shipped, [a.measurements, "docs/measurements/2026-11-24-h200-sd"])}
+{exec_section(one_gpu, shipped)}
 {psd_section(a.psd_measurements, shipped)}
 ## The published 5-GPU layout (issue 11): predicted, not yet measured
 
