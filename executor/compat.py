@@ -291,8 +291,18 @@ def draft_engine_core(spec: dict):
     for key in ("kv_cache_memory_bytes", "gpu_memory_utilization", "enforce_eager"):
         if spec.get(key) is not None:
             kw[key] = spec[key]
+    graphs = {}
     if spec.get("cudagraph_mode"):  # e.g. FULL: mixed batches under full graphs too (FlashAttention 3 allows it)
-        kw["compilation_config"] = {"cudagraph_mode": spec["cudagraph_mode"]}
+        graphs["cudagraph_mode"] = spec["cudagraph_mode"]
+    if spec.get("max_cudagraph_capture_size"):  # vLLM's default, 2 x max_num_seqs, leaves prefills without graphs
+        graphs["max_cudagraph_capture_size"] = int(spec["max_cudagraph_capture_size"])
+    if graphs:
+        kw["compilation_config"] = graphs
+    if spec.get("resident"):  # the plugin's worker: the drafter's halves stay resident in its runner
+        from minedraft.executor.psd.config import DRAFTER_KEY
+
+        kw["worker_cls"] = "minedraft.executor.psd.worker.PSDWorker"
+        kw["additional_config"] = {DRAFTER_KEY: {"resident_batches": True}}
     if int(spec.get("fused_drafts") or 0) > 0:
         # the draft model drafting for itself: one runner pass samples token 1 and vLLM's draft_model
         # proposer adds the next ones inside the same pass (same weights: same files or the same dummy seed)
@@ -311,6 +321,24 @@ def draft_engine_core(spec: dict):
     return core, cfg
 
 
+def verify_scheduler_output(cached, drafts: dict[str, list[int]], num_groups: int):
+    """A SchedulerOutput verifying drafts: ``cached`` (req_id, num_computed_tokens, outputs) rows already in the
+    runner, each scheduled for its next token plus its ``drafts`` (the layout vLLM's scheduler gives a verify)."""
+    so = drafter_scheduler_output([], cached, {c[0]: 1 + len(drafts[c[0]]) for c in cached}, set(), None, num_groups)
+    so.scheduled_spec_decode_tokens = {rid: list(d) for rid, d in drafts.items()}
+    return so
+
+
+def engine_worker(engine):
+    """The worker of an in-process ``LLMEngine`` (``uni`` executor): the plugin's ``PSDWorker`` where it is used."""
+    return engine_core(engine).model_executor.driver_worker.worker
+
+
+def engine_core_runner(core):
+    """The model runner of an in-process engine core (``uni`` executor; same path in 0.26 and 0.32)."""
+    return runner_of(core.model_executor.driver_worker.worker)
+
+
 def engine_core_kv_layout(core) -> tuple[int, int, int]:
     """(block size, number of blocks, number of KV cache groups) of an engine core's KV cache."""
     sched = core.scheduler
@@ -324,7 +352,7 @@ def drafter_scheduler_output(new_reqs, cached, num_scheduled: dict[str, int], fi
 
     ``new_reqs``: (req_id, token ids, num_computed_tokens, block ids) entering the runner (all their tokens
     as prompt, KV valid for the first ``num_computed_tokens``); ``cached``: (req_id, num_computed_tokens,
-    outputs sampled since entering) already in it; ``finished``: ids the runner should drop first;
+    outputs since entering[, block ids added since the last forward]) already in it; ``finished``: ids the runner should drop first;
     ``spec_tokens``: drafts the engine's proposer adds after this forward (fused drafting; 0.26 and 0.32 read
     ``num_spec_tokens_to_schedule``, which vLLM's scheduler sets per step).
     """
@@ -338,7 +366,7 @@ def drafter_scheduler_output(new_reqs, cached, num_scheduled: dict[str, int], fi
     cr = CachedRequestData.make_empty()
     cr.req_ids = [c[0] for c in cached]
     cr.num_computed_tokens = [int(c[1]) for c in cached]
-    cr.new_block_ids = [None] * len(cached)
+    cr.new_block_ids = [(list(c[3]),) if len(c) > 3 and c[3] else None for c in cached]
     cr.num_output_tokens = [int(c[2]) for c in cached]
     so.scheduled_cached_reqs = cr
     so.num_scheduled_tokens = dict(num_scheduled)

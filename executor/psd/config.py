@@ -17,6 +17,8 @@ from minedraft.policies.base import normalize_k_schedule
 
 #: The key of ``additional_config`` the plugin reads.
 CONFIG_KEY = "minedraft"
+#: The key of the drafter engine's ``additional_config`` (its runner's options; set by the drafter process).
+DRAFTER_KEY = "minedraft_drafter"
 MODES = ("psd", "pearl", "sd")
 
 
@@ -54,9 +56,9 @@ class PluginConfig:
         "an op with a row further behind (PEARL) keeps the default passes; not with drafter_fused; not yet measured "
         "on a GPU, so off", False)
     drafter_cudagraph_mode: str | None = _help(
-        "vLLM's cudagraph_mode for the drafter's engine (default: vLLM's, FULL_AND_PIECEWISE: full graphs for "
-        "one-token batches, piecewise for the rest); FULL puts an op's mixed first pass under full graphs too "
-        "(FlashAttention 3); not yet measured on a GPU", None)
+        "vLLM's cudagraph_mode for the drafter's engine: auto (FULL on a GPU build: every pass under full CUDA "
+        "graphs, an op's mixed first pass and prefill chunks included; none on the CPU build), or one of vLLM's "
+        "modes (None: vLLM's default, FULL_AND_PIECEWISE)", "auto")
     psd_capacity: str = _help("double: each half holds max_num_seqs (published); split: halves share it", "double")
     k_schedule: tuple[tuple[int, int, int], ...] | None = _help(
         "k per (half-)batch size: inclusive (start, end, k) ranges, capped at num_speculative_tokens", None)
@@ -66,6 +68,10 @@ class PluginConfig:
     synthetic_seed: int = _help("seed of the synthetic acceptance draws", 0)
     drafter_start_timeout_s: float = _help("seconds the drafter process may take to start", 900.0)
     drafter_op_timeout_s: float = _help("seconds one drafter op may take before the drafter counts as failed", 600.0)
+    resident_batches: bool = _help(
+        "keep each half resident in a persistent batch of its own in the target's and the drafter's vLLM runners "
+        "(a half swap then re-sends nothing; off: vLLM's single persistent batch, which drops one half and adds the "
+        "other back every step)", True)
     record: bool = _help("keep per-step records for minedraft-exec's trace (memory grows with the run: off for "
                          "serving)", False)
 
@@ -90,12 +96,12 @@ class PluginConfig:
                     "must be true or false", self.drafter_enforce_eager)
         if self.drafter_max_num_batched_tokens is not None:
             _int(self.drafter_max_num_batched_tokens, "minedraft.drafter_max_num_batched_tokens", 1, 1 << 30)
-        for name in ("drafter_fused", "drafter_uniform_passes"):
+        for name in ("drafter_fused", "drafter_uniform_passes", "resident_batches"):
             require(isinstance(getattr(self, name), bool), f"minedraft.{name}", "must be true or false",
                     getattr(self, name))
         if self.drafter_cudagraph_mode is not None:
-            require(self.drafter_cudagraph_mode in CUDAGRAPH_MODES, "minedraft.drafter_cudagraph_mode",
-                    f"must be one of {', '.join(CUDAGRAPH_MODES)}", self.drafter_cudagraph_mode)
+            require(self.drafter_cudagraph_mode in ("auto", *CUDAGRAPH_MODES), "minedraft.drafter_cudagraph_mode",
+                    f"must be auto or one of {', '.join(CUDAGRAPH_MODES)}", self.drafter_cudagraph_mode)
         require(not (self.drafter_fused and self.drafter_uniform_passes), "minedraft.drafter_uniform_passes",
                 "must be false with drafter_fused (a fused op is one runner pass)", self.drafter_uniform_passes)
         require(self.psd_capacity in ("double", "split"), "minedraft.psd_capacity", "must be double or split",

@@ -164,6 +164,7 @@ class Copy:
     kv: int = 0  # leading tokens whose KV is in the cache
     blocks: list[int] = field(default_factory=list)
     entered: int = -1  # len(tokens) when the copy last entered vLLM's runner (-1: not in it)
+    sent_blocks: int = 0  # leading blocks the runner knows of
 
 
 class DraftRunner:
@@ -191,19 +192,27 @@ class DraftRunner:
             # max_num_batched_tokens: vLLM's own scheduler keeps that room free the same way)
             sched = cfg.scheduler_config.max_num_scheduled_tokens or self.max_tokens
             self.max_tokens = min(int(sched), self.max_tokens - self.max_reqs)
+        #: tokens one prefill forward takes: at most the largest CUDA graph (a forward beyond it runs eager, host-bound:
+        #: 19-34 ms for 256-2,048 tokens of Qwen3-0.6B on an H200, 2026-12-03 traces)
+        self.prefill_tokens = min(self.max_tokens, int(spec.get("max_cudagraph_capture_size") or self.max_tokens))
         #: uniform passes: a row two tokens behind catches up in a pass of its own, so that every pass of an op is
         #: a one-token decode batch (FULL CUDA graphs) rather than one first pass of mixed lengths (PIECEWISE)
         self.uniform = bool(spec.get("uniform_passes"))
+        #: resident copies: a copy stays in vLLM's runner between ops (its persistent batch of the copy's half);
+        #: an op rewrites only the tokens after the drafter's last right one (``runner.minedraft_rewrite_outputs``)
+        #: instead of re-entering the copy with its whole token list
+        self.runner = compat.engine_core_runner(self.core) if spec.get("resident") else None
         self.catch_ups = 0  # catch-up passes since the op began
         self.copies: dict[int, Copy] = {}
         self.to_finish: set[str] = set()  # left the runner since the last forward
         self.forwards = 0
+        self.entries = 0  # copies (re-)entered into vLLM's runner, with their whole token list
         self.forward_s: list[float] = []  # wall time of each runner pass since the op began (vLLM's own work)
         self.facts = {"pid": os.getpid(), "device": compat.platform_name(), "block_size": self.block_size,
                       "num_blocks": self.num_blocks, "max_num_batched_tokens": self.max_tokens,
                       "max_num_seqs": self.max_reqs, "start_s": round(time.perf_counter() - t0, 3),
                       "enforce_eager": bool(cfg.model_config.enforce_eager), "vllm_version": compat.vllm_version(),
-                      "fused_drafts": self.fused, "cpus": _cpus(), "torch_threads": _torch_threads(),
+                      "fused_drafts": self.fused, "resident": self.runner is not None, "cpus": _cpus(), "torch_threads": _torch_threads(),
                       "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
     # ---------------------------------------------------------------------------- blocks
@@ -240,9 +249,12 @@ class DraftRunner:
                 if c.entered >= 0:
                     finished.add(str(rid))  # finished and added again in one forward: the runner drops the old first
                 c.entered = len(c.tokens)
+                c.sent_blocks = len(c.blocks)
+                self.entries += 1
                 new_reqs.append((str(rid), list(c.tokens), c.kv, list(c.blocks)))
             else:
-                cached.append((str(rid), c.kv, len(c.tokens) - c.entered))
+                cached.append((str(rid), c.kv, len(c.tokens) - c.entered, c.blocks[c.sent_blocks:]))
+                c.sent_blocks = len(c.blocks)
         so = compat.drafter_scheduler_output(new_reqs, cached, {str(r): int(n_new[r]) for r in rows}, finished,
                                              self.params, self.num_groups, drafts)
         t = time.perf_counter()
@@ -286,7 +298,7 @@ class DraftRunner:
                 todo.append(rid)
         started: set[int] = set()
         while todo:
-            budget, rows, n_new = self.max_tokens, [], {}
+            budget, rows, n_new = self.prefill_tokens, [], {}
             for rid in todo:  # chunked prefill: as many tokens as the budget takes
                 c = self.copies[rid]
                 n = min(len(c.tokens) - 1 - c.kv, budget)
@@ -298,6 +310,22 @@ class DraftRunner:
             self._forward(rows, n_new, enter={r for r in rows if r not in started})
             started.update(rows)
             todo = [r for r in todo if self.copies[r].kv < len(self.copies[r].tokens) - 1]
+
+    def _stay(self, ids: list[int], keep, append, index: dict[int, int]) -> set[int]:
+        """Copies that stay resident in the runner for this op: the runner's tokens rewritten after the drafter's
+        last right one (``keep``), the target's ``append`` added. A copy whose rollback reaches into what it
+        entered with (PEARL's assumed drafts) enters again instead."""
+        stay = set()
+        requests = self.runner.requests
+        for rid in ids:
+            c = self.copies[rid]
+            state = requests.get(str(rid)) if c.entered >= 0 else None
+            kp, ap = int(keep[index[rid]]), append[index[rid]]
+            if state is None or kp < c.entered or len(state.output_token_ids) < kp - c.entered:
+                continue
+            self.runner.minedraft_rewrite_outputs(str(rid), kp - c.entered, [int(t) for t in ap])
+            stay.add(rid)
+        return stay
 
     def draft(self, ids, keep, append, n: int) -> np.ndarray:
         """Sync each copy (``keep`` tokens, then ``append``), then ``n`` greedy tokens for every request."""
@@ -325,6 +353,7 @@ class DraftRunner:
         index = {r: i for i, r in enumerate(ids)}
         ids = [r for r in ids if r not in set(full)]
         need = {r: len(self.copies[r].tokens) - self.copies[r].kv for r in ids}
+        stay = self._stay(ids, keep, append, index) if self.runner is not None and not fused else set()
         for rows in self._batches(ids, need):
             if any(need[r] > self.max_tokens for r in rows):
                 raise RuntimeError(f"a request needs more new tokens than the drafter's budget {self.max_tokens}")
@@ -339,10 +368,11 @@ class DraftRunner:
                 continue
             first_need, entered = need, set()
             behind = [r for r in rows if need[r] == 2] if self.uniform and max(need[r] for r in rows) <= 2 else []
+            entered = stay
             if behind:  # KV of the token before the last: no token is sampled for these rows (not all computed)
-                self._forward(behind, dict.fromkeys(behind, 1), set(behind))
+                self._forward(behind, dict.fromkeys(behind, 1), set(behind) - stay)
                 self.catch_ups += 1
-                first_need, entered = dict.fromkeys(rows, 1), set(behind)
+                first_need, entered = dict.fromkeys(rows, 1), set(behind) | stay
             for j in range(n):
                 first = j == 0
                 got = self._forward(rows, first_need if first else dict.fromkeys(rows, 1),
@@ -391,7 +421,7 @@ def _serve(conn: Connection) -> int:
         seq = msg[1]
         try:
             t0, c0, s0 = time.perf_counter(), time.thread_time(), _switches()
-            f0 = runner.forwards
+            f0, e0 = runner.forwards, runner.entries
             runner.forward_s.clear()
             runner.catch_ups = 0
             if kind == "prefill":
@@ -410,7 +440,8 @@ def _serve(conn: Connection) -> int:
             t1 = time.perf_counter()
             # where the op's time went: vLLM's runner passes, this thread's CPU time (wall - CPU = waiting for the
             # GPU or for a core), and the times the kernel took the core away (another process wanted it)
-            stats = {"forwards": runner.forwards - f0, "catch_ups": runner.catch_ups, "tokens_in": n_tok,
+            stats = {"forwards": runner.forwards - f0, "entries": runner.entries - e0, "catch_ups": runner.catch_ups,
+                     "tokens_in": n_tok,
                      "free_blocks": len(runner.free_blocks),
                      "forward_ms": [round(x * 1e3, 3) for x in runner.forward_s],
                      "cpu_ms": round((time.thread_time() - c0) * 1e3, 3), "preempted": _switches() - s0}

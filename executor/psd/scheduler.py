@@ -42,6 +42,8 @@ from minedraft.policies import PEARL, PSD, SD, PolicyConfig
 
 logger = logging.getLogger("minedraft.psd")
 BOTH = frozenset(RESOURCES)
+#: the most tokens a drafter forward runs under a CUDA graph (vLLM's own cap); prefills are chunked to it
+DRAFTER_MAX_GRAPH_TOKENS = 512
 EMPTY = np.empty(0, dtype=np.int64)
 
 
@@ -114,6 +116,10 @@ class PSDScheduler(Scheduler):
         self.fallback: str | None = None  # why speculation stopped (None: it runs)
         self.events: list[dict] = []
         self.minedraft_psd_done: deque[dict] = deque()  # per vLLM step, when recording
+        #: per engine step: seconds update_from_output waited for the drafter (benchmarks: the engine's serial time
+        #: between two target steps minus this is the host's own work)
+        self.minedraft_waits: deque[float] = deque(maxlen=1 << 16)
+        self._waited = 0.0
         self.drafter = self._start_drafter(rows)
         self.facts = {"mode": self.psd.mode, "k": self.k, "drafter": dict(self.drafter.facts)}
         self._update_facts()
@@ -197,8 +203,15 @@ class PSDScheduler(Scheduler):
                 else bool(vc.model_config.enforce_eager)}
         if o.drafter_uniform_passes:
             spec["uniform_passes"] = True
-        if o.drafter_cudagraph_mode is not None:
-            spec["cudagraph_mode"] = o.drafter_cudagraph_mode
+        if o.resident_batches and not o.drafter_fused:
+            spec["resident"] = True
+        graphs = o.drafter_cudagraph_mode
+        if graphs == "auto":  # full graphs for every pass, the op's mixed first pass and prefills included
+            graphs = None if cpu else "FULL"
+        if graphs is not None:
+            spec["cudagraph_mode"] = graphs
+        if not cpu:  # graphs for prefill chunks too (vLLM's default stops at 2 x max_num_seqs tokens)
+            spec["max_cudagraph_capture_size"] = min(spec["max_num_batched_tokens"], DRAFTER_MAX_GRAPH_TOKENS)
         if o.drafter_fused:  # drafts per op: k (PEARL k + 1); the pass samples the first, the proposer the rest
             spec["fused_drafts"] = self.k - 1 + (1 if self.pearl else 0)
             spec["max_num_batched_tokens"] += rows  # the proposer's first pass takes one more slot per row
@@ -311,6 +324,10 @@ class PSDScheduler(Scheduler):
 
     def _schedule_only(self, visible: set[str], *args, **kwargs):
         """vLLM's schedule() over the running requests in ``visible`` (plus vLLM's waiting queue)."""
+        # vLLM ships the whole token list of every request it did not schedule last step (the other half, every
+        # step). Its V1 runner reads it only under async scheduling, which the plugin refuses: the runner caches
+        # every request's tokens itself. So the scheduler counts every running request as seen.
+        self.prev_step_scheduled_req_ids.update(r.request_id for r in self.running)
         hidden = [r for r in self.running if r.request_id not in visible]
         self.running = [r for r in self.running if r.request_id in visible]
         try:
@@ -358,7 +375,22 @@ class PSDScheduler(Scheduler):
             st.assumed[pid] = assume
         self.drafter.send("draft", ids, keep, append, op.k + (1 if self.pearl else 0), free)
 
+    def _drafter_result(self):
+        """Wait for the drafter's op; the time waited counts into this engine step's ``minedraft_waits``."""
+        t = time.perf_counter()
+        try:
+            return self.drafter.result()
+        finally:
+            self._waited += time.perf_counter() - t
+
     def update_from_output(self, scheduler_output, model_runner_output):
+        self._waited = 0.0
+        try:
+            return self._update_from_output(scheduler_output, model_runner_output)
+        finally:
+            self.minedraft_waits.append(self._waited)
+
+    def _update_from_output(self, scheduler_output, model_runner_output):
         t_target = time.perf_counter()
         sampled = self._sampled(scheduler_output, model_runner_output)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
@@ -399,7 +431,7 @@ class PSDScheduler(Scheduler):
         """The barrier: the drafter's outcome, then the target's, into the policy; drops; follow-ups."""
         drafts = None
         if st.draft is not None:
-            drafts, info = self.drafter.result()
+            drafts, info = self._drafter_result()
             st.draft_info.append(self._draft_record(st.draft, info))
             if st.draft.kind == DRAFT:
                 for i, pid in enumerate(st.draft.reqs.tolist()):
@@ -408,7 +440,7 @@ class PSDScheduler(Scheduler):
             self.plan.on_done(st.target, self._target_result(st, sampled))
         if st.draft is not None:
             self.plan.on_done(st.draft, OpResult())
-        self._apply_drops()
+        self._apply_drops(st.target, st.draft)
         # ops of the same engine step (the drafter's prefill after the target's): run them now; a target op
         # (SD's verify after its draft) needs a vLLM step of its own: the next one
         while True:
@@ -420,10 +452,10 @@ class PSDScheduler(Scheduler):
                 sub = Step(None, op)
                 self.step = sub
                 self._send_draft(op)
-                _, info = self.drafter.result()
+                _, info = self._drafter_result()
                 st.draft_info.append(self._draft_record(op, info))
                 self.plan.on_done(op, OpResult())
-            self._apply_drops()
+            self._apply_drops(*ops)
         self.step = None
 
     def _target_result(self, st: Step, sampled: dict[str, int]) -> OpResult:
@@ -454,13 +486,16 @@ class PSDScheduler(Scheduler):
                 acc[i] = 1 if ok else 0  # a probe reports the match (the policy's convention)
         return OpResult(accepted=acc, valid=valid)
 
-    def _apply_drops(self) -> None:
-        """Requests vLLM ended that the policy still runs (EOS, stop strings, aborts), and finished ones."""
-        for pid, req in list(self.req_of.items()):
-            if pid in self.held:
+    def _apply_drops(self, *ops: Op | None) -> None:
+        """Requests vLLM ended that the policy still runs (EOS, stop strings, aborts), and finished ones. Only the
+        requests of ``ops`` (the step's) can have finished since the last call; aborts arrive in ``to_drop``."""
+        for op in ops:
+            if op is None:
                 continue
-            if req.is_finished() or pid in self.to_drop:
-                self.to_drop.add(pid)
+            for pid in op.reqs.tolist():
+                req = self.req_of.get(pid)
+                if req is not None and pid not in self.held and req.is_finished():
+                    self.to_drop.add(pid)
         if self.to_drop:
             self.plan.drop(sorted(self.to_drop))
             for pid in self.to_drop:

@@ -1,7 +1,14 @@
-"""The target's worker class (``worker_cls``): vLLM's own, plus the plugin's synthetic acceptance.
+"""The target's worker class (``worker_cls``): vLLM's own, plus resident halves and synthetic acceptance.
 
 ``PSDWorker`` is the platform's worker (``CPUWorker`` on the CPU build, ``gpu_worker.Worker`` on GPUs)
-with one addition: when ``additional_config["minedraft"]["accept_curve"]`` is set, ``load_model`` wraps
+with three additions:
+
+- its model runner keeps each PSD half resident in a persistent batch of its own
+  (:mod:`minedraft.executor.psd.runner`), when ``additional_config`` holds the plugin's options (the target)
+  or ``minedraft_drafter`` (the drafter's engine), unless ``resident_batches`` is off;
+- ``minedraft_steps``: host times of each step's ``execute_model`` call and ``sample_tokens`` return (what the
+  benchmarks measure the engine's serial time between two target steps with; two clock reads a step);
+- when ``additional_config["minedraft"]["accept_curve"]`` is set, ``load_model`` wraps
 the runner's rejection sampler so that each verified row accepts a number of drafts drawn from that
 :class:`~minedraft.acceptance.AcceptanceCurve` (:meth:`AcceptanceCurve.sample`, per-request Beta
 heterogeneity included). vLLM's own synthetic mode lives inside its rejection kernels, which the CPU
@@ -12,13 +19,17 @@ argmax at that position (outputs are not the model's).
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 import numpy as np
 import torch
 from vllm.platforms import current_platform
 
 from minedraft.acceptance import AcceptanceCurve
 from minedraft.executor import compat
-from minedraft.executor.psd.config import CONFIG_KEY, PluginConfig
+from minedraft.executor.psd.config import CONFIG_KEY, DRAFTER_KEY, PluginConfig
+from minedraft.executor.psd.runner import make_resident
 
 if current_platform.is_cpu():
     from vllm.v1.worker.cpu_worker import CPUWorker as _PlatformWorker
@@ -97,8 +108,37 @@ def install_synthetic_acceptance(worker) -> bool:
     return True
 
 
+def wants_resident(additional_config: dict | None) -> bool:
+    """Whether an engine's runner keeps its halves resident: the plugin's target (unless its option
+    ``resident_batches`` is off) or the drafter's engine (``minedraft_drafter.resident_batches``)."""
+    extra = additional_config or {}
+    if CONFIG_KEY in extra:
+        return bool(extra[CONFIG_KEY].get("resident_batches", True))
+    return bool((extra.get(DRAFTER_KEY) or {}).get("resident_batches", False))
+
+
 class PSDWorker(_PlatformWorker):
-    """The platform's vLLM worker; synthetic acceptance installed after the model loads (if asked)."""
+    """The platform's vLLM worker: resident halves, step times, synthetic acceptance (if asked)."""
+
+    def init_device(self, *args, **kwargs):
+        out = super().init_device(*args, **kwargs)
+        self.minedraft_steps: deque[tuple[float, float]] = deque(maxlen=1 << 16)
+        self._md_t_exec = 0.0
+        if wants_resident(self.vllm_config.additional_config):
+            make_resident(compat.runner_of(self))
+        return out
+
+    def execute_model(self, *args, **kwargs):
+        self._md_t_exec = time.perf_counter()
+        out = super().execute_model(*args, **kwargs)
+        if out is not None:  # sampled in the same call (no speculation, or an empty step)
+            self.minedraft_steps.append((self._md_t_exec, time.perf_counter()))
+        return out
+
+    def sample_tokens(self, *args, **kwargs):
+        out = super().sample_tokens(*args, **kwargs)
+        self.minedraft_steps.append((self._md_t_exec, time.perf_counter()))
+        return out
 
     def load_model(self, *args, **kwargs):
         out = super().load_model(*args, **kwargs)
