@@ -12,8 +12,9 @@ The fit replays each measured run with the step models and compares op durations
 full-size decode ops (verify ops of a whole half, draft ops of a whole half):
 
 1. runs with the drafter on its own GPU: median(measured verify) - median(predicted verify) per run, fitted
-   as ``verify_swap_s`` + ``verify_swap_row_s`` x half size (least squares; a constant if all halves are the
-   same size);
+   as ``verify_swap_s`` + ``verify_swap_row_s`` x half size (least squares; the median if all halves are the
+   same size); or, where it was measured directly (``benchmarks/psd_costs.py``: alternating halves against one
+   half on the target's own runner), those measurements fitted the same way;
 2. runs sharing one GPU, replayed with (1): ``shared_verify_stretch`` = the least-squares slope (through 0) of
    measured - predicted verify over the drafter's later passes beside it, ``(k - 1) T_d(half, 1, ctx)``
    (:meth:`StepCosts.later_passes_s`). The sharing stretches a verify by what the drafter's uniform passes take
@@ -76,21 +77,41 @@ def _pairs(runs: dict[str, list[dict]], costs_for, shared: bool, base: dict) -> 
     return rows
 
 
-def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenance: dict | None = None) -> dict:
-    """Fit the plugin's costs (see the module doc). ``costs_for(target, draft)`` gives the step models."""
-    zero = dict.fromkeys(FIELDS, 0.0)
-    own = _pairs(runs, costs_for, False, zero)
-    require(len(own) > 0, "runs", "need PSD runs with the drafter on its own GPU (drafter_device cuda:N)",
-            ", ".join(sorted(runs)) or "none")
-    rows = np.array([r["half"] for r in own], dtype=float)
-    extra = np.array([r["measured"][VERIFY] - r["predicted"][VERIFY] for r in own])
+def swap_fit(rows: np.ndarray, extra: np.ndarray) -> tuple[float, float]:
+    """(fixed s, per row s) of a half swap from (half size, extra verify seconds) points, both terms >= 0."""
     if len(set(rows.tolist())) > 1:
         per_row, fixed = np.polyfit(rows, extra, 1)
         if per_row < 0 or fixed < 0:  # keep both terms >= 0: the better of the two one-term fits
-            per_row, fixed = (0.0, float(extra.mean())) if per_row < 0 else (float(extra @ rows / (rows @ rows)), 0.0)
+            per_row, fixed = (0.0, float(np.median(extra))) if per_row < 0 else (
+                float(extra @ rows / (rows @ rows)), 0.0)
     else:
-        per_row, fixed = 0.0, float(extra.mean())
-    fitted = dict(zero, verify_swap_s=max(0.0, float(fixed)), verify_swap_row_s=max(0.0, float(per_row)))
+        per_row, fixed = 0.0, float(np.median(extra))
+    return max(0.0, float(fixed)), max(0.0, float(per_row))
+
+
+def measured_swaps(lines: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, seconds) of the direct swap measurements of ``benchmarks/psd_costs.py`` (``kind`` swap: one verify
+    step of alternating halves minus the same half every step, on the target's runner, resident batches on)."""
+    pts = [(r["rows"], r["swap_ms"] / 1e3) for r in lines if r.get("kind") == "swap" and "swap_ms" in r]
+    require(len(pts) > 0, "--swap-from", "holds no swap measurement (benchmarks/psd_costs.py lines of kind swap)", "")
+    rows, sec = zip(*pts)
+    return np.asarray(rows, dtype=float), np.asarray(sec, dtype=float)
+
+
+def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenance: dict | None = None,
+                     swaps: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Fit the plugin's costs (see the module doc). ``costs_for(target, draft)`` gives the step models.
+    ``swaps``: the half swap measured directly, (rows, seconds) points (:func:`measured_swaps`), in place of
+    step 1 (no run with the drafter on its own GPU needed)."""
+    zero = dict.fromkeys(FIELDS, 0.0)
+    own = _pairs(runs, costs_for, False, zero)
+    if swaps is None:
+        require(len(own) > 0, "runs", "need PSD runs with the drafter on its own GPU (drafter_device cuda:N) or "
+                "a direct swap measurement (--swap-from)", ", ".join(sorted(runs)) or "none")
+        rows = np.array([r["half"] for r in own], dtype=float)
+        swaps = (rows, np.array([r["measured"][VERIFY] - r["predicted"][VERIFY] for r in own]))
+    fixed, per_row = swap_fit(*swaps)
+    fitted = dict(zero, verify_swap_s=fixed, verify_swap_row_s=per_row)
     shared = _pairs(runs, costs_for, True, fitted)
     if shared:
         x = np.array([r["later_passes_s"] for r in shared])
@@ -98,6 +119,7 @@ def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenanc
         fitted["shared_verify_stretch"] = max(0.0, float(x @ y / (x @ x))) if x @ x > 0 else 0.0
     drafts = [(r["measured"][DRAFT], r["predicted"][DRAFT], 0.0) for r in own]
     drafts += [(r["measured"][DRAFT], r["predicted"][DRAFT], 1.0) for r in shared]
+    require(len(drafts) > 0, "runs", "need PSD runs (drafter on its own GPU or sharing the target's)", "none")
     m, p, sh = (np.array(v) for v in zip(*drafts))
     best = None
     for slow in np.arange(0.0, 1.0005, 0.001) if shared else [0.0]:

@@ -328,9 +328,14 @@ def add_plugin_args(p: argparse.ArgumentParser) -> None:
                    help="step models to fit against (default: the ones shipped for --gpu)")
     p.add_argument("--hold-out", default="",
                    help="comma list of run-name patterns kept out of the fit and used to report its error")
+    p.add_argument("--exclude", default="", help="comma list of run-name patterns left out of the fit and its test")
     p.add_argument("--hold-out-from", action="append", default=[],
                    help="a measurements folder whose every run is kept out of the fit and used to report its "
                         "error; repeatable")
+    p.add_argument("--swap-from", default=None,
+                   help="a measurements folder with benchmarks/psd_costs.py output (psd_costs*.jsonl): the half swap "
+                        "measured directly on the target's runner, fitted in place of runs with the drafter on its own "
+                        "GPU")
     p.add_argument("--out", required=True, help="folder to write plugin.json to (beside the step models)")
 
 
@@ -359,6 +364,8 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
                 if n.startswith("policy-psd")}
         _no_shared_names(more, runs, "--from", "folders must not share run names (one run, one name)")
         runs |= more
+    drop = [p for p in a.exclude.split(",") if p]
+    runs = {n: r for n, r in runs.items() if not any(x in n for x in drop)}
     held = [p for p in a.hold_out.split(",") if p]
     train = {n: r for n, r in runs.items() if not any(h in n for h in held)}
     tests = {"--hold-out": {n: r for n, r in runs.items() if any(h in n for h in held)}}  # held-out runs by source
@@ -369,7 +376,22 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
     test = {n: r for t in tests.values() for n, r in t.items()}
     prov = {"command": "minedraft-calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
             "step_models": str(models), "runs": sorted(train), "held_out": sorted(test)}
-    fit = fit_plugin_costs(train, lambda t, d: costs_for(models, t, d, flag), a.gpu.lower(), prov)
+    swaps = None
+    if a.swap_from:
+        from minedraft.calibration.plugin import measured_swaps
+
+        folder = Path(a.swap_from)
+        require(folder.is_dir(), "--swap-from", "must be a measurements folder", a.swap_from)
+        lines = []
+        for f in sorted(folder.glob("psd_costs*.jsonl")):
+            for line in f.read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    try:
+                        lines.append(json.loads(line))
+                    except ValueError:
+                        continue
+        swaps = measured_swaps(lines)
+    fit = fit_plugin_costs(train, lambda t, d: costs_for(models, t, d, flag), a.gpu.lower(), prov, swaps)
     path = save(fit, out)
     console = common_console()
     console.print(f"plugin costs from {len(train)} runs: drafter op {fit['drafter_op_s'] * 1e3:.2f} ms, half swap "
