@@ -72,8 +72,8 @@ def sharing_row(name: str, recs: list[dict]) -> dict:
 
     run = measured_run(recs, name)
     half = half_capacity(run.cfg)
-    costs = replace(costs_for(PROFILES / "h200", run.target, run.draft, "folders", plugin=PROFILES / "h200"),
-                    shared_gpu_slowdown=0.0, shared_verify_stretch=0.0)
+    costs = replace(costs_for(PROFILES / "h200", run.target, run.draft, "folders", plugin=PROFILES / "h200",
+                              resident=run.resident), shared_gpu_slowdown=0.0, shared_verify_stretch=0.0)
     ms = lambda x: x * 1e3 if x is not None else None  # noqa: E731
     m, p = op_medians(run.trace, half), op_medians(replay(run, costs), half)
     draft, verify, alone = ms(m["draft"]), ms(m["verify"]), ms(p["verify"])

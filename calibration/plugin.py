@@ -41,6 +41,9 @@ from minedraft.trace import KIND_CODE
 
 #: File name of the fitted plugin costs beside the step models of a GPU.
 PLUGIN_FILE = "plugin.json"
+#: The costs of the plugin before its halves stayed resident in vLLM's runners (2026-12-04): runs measured with it
+#: (every run whose header does not record resident batches) are replayed with these, where a GPU has them.
+SINGLE_BATCH_FILE = "plugin-single-batch.json"
 KIND = "minedraft.plugin_costs"
 FIELDS = ("drafter_op_s", "verify_swap_s", "verify_swap_row_s", "shared_gpu_slowdown", "shared_verify_stretch")
 VERSION = 2  # 2: the sharing as a verify stretch per drafter pass plus a drafter slowdown (1: one factor)
@@ -141,27 +144,34 @@ def save(fit: dict, folder: str | Path) -> Path:
     return path
 
 
-def load_plugin_costs(folder: str | Path, field_name: str = "--profile-dir") -> dict[str, float]:
-    """The fitted plugin costs in ``folder`` (zeros if none were fitted there)."""
-    path = Path(folder) / PLUGIN_FILE
+def plugin_file(folder: str | Path, resident: bool) -> str:
+    """The costs file in ``folder`` for a run of the plugin with (``resident``) or without resident halves."""
+    return PLUGIN_FILE if resident or not (Path(folder) / SINGLE_BATCH_FILE).is_file() else SINGLE_BATCH_FILE
+
+
+def load_plugin_costs(folder: str | Path, field_name: str = "--profile-dir", name: str = PLUGIN_FILE) -> dict[str, float]:
+    """The fitted plugin costs in ``folder`` (``name``: :data:`PLUGIN_FILE`, or :data:`SINGLE_BATCH_FILE` for runs of
+    the plugin before resident halves); zeros if none were fitted there."""
+    path = Path(folder) / name
     if not path.is_file():
         return dict.fromkeys(FIELDS, 0.0)
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(field_name, f"{PLUGIN_FILE} is not readable JSON ({exc.__class__.__name__})", str(path)) from None
-    require(isinstance(d, dict) and d.get("kind") == KIND, field_name, f"{PLUGIN_FILE} must be a {KIND} object",
+        raise InputError(field_name, f"{name} is not readable JSON ({exc.__class__.__name__})", str(path)) from None
+    require(isinstance(d, dict) and d.get("kind") == KIND, field_name, f"{name} must be a {KIND} object",
             str(path))
-    require(d.get("version") == VERSION, field_name, f"{PLUGIN_FILE} must be version {VERSION} of {KIND} (refit it "
+    require(d.get("version") == VERSION, field_name, f"{name} must be version {VERSION} of {KIND} (refit it "
             "with minedraft-calibrate plugin: version 1 had one sharing factor)", d.get("version"))
     out = {}
     for f in FIELDS:
         v = d.get(f)
         require(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 10, field_name,
-                f"{PLUGIN_FILE}: {f} must be a number in [0, 10)", v)
+                f"{name}: {f} must be a number in [0, 10)", v)
         out[f] = float(v)
     return out
 
 
-def with_plugin_costs(costs: StepCosts, folder: str | Path, field_name: str = "--profile-dir") -> StepCosts:
-    return replace(costs, **load_plugin_costs(folder, field_name))
+def with_plugin_costs(costs: StepCosts, folder: str | Path, field_name: str = "--profile-dir",
+                      name: str = PLUGIN_FILE) -> StepCosts:
+    return replace(costs, **load_plugin_costs(folder, field_name, name))

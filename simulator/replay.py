@@ -40,6 +40,7 @@ class MeasuredRun:
     header: dict
     plugin: bool = False  # run through minedraft's vLLM plugin (its own costs apply)
     target_gpus: int = 1  # the target's tensor-parallel size (the drafter's own GPU, if any, comes on top)
+    resident: bool = False  # the plugin kept its halves resident in vLLM's runners (from 2026-12-04)
 
 
 def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
@@ -84,7 +85,16 @@ def measured_run(records: list[dict], name: str = "") -> MeasuredRun:
                         sd_drafter="own" if plugin and policy == "sd" else "shared",
                         psd_drafter="shared" if plugin and drafter_device(cfg) == "same" else "own")
     return MeasuredRun(name, policy, str(cfg.get("target")), cfg.get("draft"), k, cfg.get("alpha"), requests, pcfg,
-                       curve, trace, header, plugin, int(ex.get("tensor_parallel_size") or 1))
+                       curve, trace, header, plugin, int(ex.get("tensor_parallel_size") or 1), resident_halves(cfg))
+
+
+def resident_halves(cfg: dict) -> bool:
+    """Whether a plugin run kept its halves resident in vLLM's runners (its engine facts say so; runs before
+    2026-12-04 recorded neither fact and did not)."""
+    plugin = ((cfg.get("executor") or {}).get("plugin") or {})
+    if "resident_batches" in plugin:
+        return bool(plugin["resident_batches"])
+    return bool((plugin.get("drafter") or {}).get("resident"))
 
 
 def drafter_device(cfg: dict) -> str | None:

@@ -121,7 +121,8 @@ class PSDScheduler(Scheduler):
         self.minedraft_waits: deque[float] = deque(maxlen=1 << 16)
         self._waited = 0.0
         self.drafter = self._start_drafter(rows)
-        self.facts = {"mode": self.psd.mode, "k": self.k, "drafter": dict(self.drafter.facts)}
+        self.facts = {"mode": self.psd.mode, "k": self.k, "resident_batches": self.psd.resident_batches,
+                      "drafter": dict(self.drafter.facts)}
         self._update_facts()
 
     def _new_policy(self, m: int, psd_capacity: str) -> None:

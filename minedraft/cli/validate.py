@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from minedraft.calibration.plugin import with_plugin_costs
+from minedraft.calibration.plugin import plugin_file, with_plugin_costs
 from minedraft.calibration.steps import PROFILES, draft_key, load_step_model, model_key
 from minedraft.cli import common
 from minedraft.costs import StepCosts
@@ -51,9 +51,9 @@ def step_models(a: argparse.Namespace) -> Path:
 
 
 def costs_for(folder: Path, target: str, draft: str | None, flag: str, plugin: Path | None = None,
-              tp: int = 1) -> StepCosts:
+              tp: int = 1, resident: bool = True) -> StepCosts:
     """The step models in ``folder`` (the target's at TP ``tp``); with ``plugin`` (a run of the plugin), also the
-    plugin costs fitted there."""
+    plugin costs fitted there (``resident``: of the plugin with resident halves, else of the one before)."""
     target = model_key(target, tp)
     t = folder / f"{target}.json"
     require(t.is_file(), flag, f"has no step model for target {target} ({t.name})", str(folder))
@@ -64,14 +64,14 @@ def costs_for(folder: Path, target: str, draft: str | None, flag: str, plugin: P
         require(d.is_file(), flag, f"has no step model for drafter {draft} with {target} ({d.name})", str(folder))
         draft_model, _ = load_step_model(d, flag)
     costs = StepCosts(target_model, draft_model)
-    return with_plugin_costs(costs, plugin, flag) if plugin is not None else costs
+    return with_plugin_costs(costs, plugin, flag, plugin_file(plugin, resident)) if plugin is not None else costs
 
 
 def validate(name: str, records: list[dict], folder: Path, flag: str, seed: int, plugin: Path | None = None) -> dict:
     """Replay one measured run with the step models in ``folder`` (plugin costs from ``plugin``, else ``folder``)."""
     run = measured_run(records, name)
     costs = costs_for(folder, run.target, run.draft, flag, plugin=(plugin or folder) if run.plugin else None,
-                      tp=run.target_gpus)
+                      tp=run.target_gpus, resident=run.resident)
     predicted_trace = replay(run, costs, seed=seed)
     measured, predicted = compute_metrics(run.trace), compute_metrics(predicted_trace)
     ms, ps = step_times(run.trace), step_times(predicted_trace)
