@@ -52,9 +52,10 @@ class PluginConfig:
     drafter_uniform_passes: bool = _help(
         "every runner pass of a drafter op decodes one token per row: rows two tokens behind (all drafts of their "
         "last op accepted) first catch up in a pass of their own, so each pass is a uniform decode batch (vLLM's "
-        "FULL CUDA graphs) instead of a first pass mixing one- and two-token rows (PIECEWISE graphs); same drafts; "
-        "an op with a row further behind (PEARL) keeps the default passes; not with drafter_fused; not yet measured "
-        "on a GPU, so off", False)
+        "FULL CUDA graphs) instead of a first pass mixing one- and two-token rows; same drafts; an op with a row "
+        "further behind (PEARL) keeps the default passes; not with drafter_fused; off: on an H200 (2026-12-03b) the "
+        "extra pass cost more than it saved at 64 rows, and the drafter's FULL graphs (the default since 2026-12-04) "
+        "cover mixed first passes anyway", False)
     drafter_cudagraph_mode: str | None = _help(
         "vLLM's cudagraph_mode for the drafter's engine: auto (FULL on a GPU build: every pass under full CUDA "
         "graphs, an op's mixed first pass and prefill chunks included; none on the CPU build), or one of vLLM's "

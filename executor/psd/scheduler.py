@@ -433,10 +433,11 @@ class PSDScheduler(Scheduler):
         drafts = None
         if st.draft is not None:
             drafts, info = self._drafter_result()
-            st.draft_info.append(self._draft_record(st.draft, info))
+            if self.psd.record:
+                st.draft_info.append(self._draft_record(st.draft, info))
             if st.draft.kind == DRAFT:
-                for i, pid in enumerate(st.draft.reqs.tolist()):
-                    self.book.drafted(pid, st.draft_start[pid], drafts[i].tolist(), self.pearl, st.assumed[pid])
+                for pid, toks in zip(st.draft.reqs.tolist(), drafts.tolist()):
+                    self.book.drafted(pid, st.draft_start[pid], toks, self.pearl, st.assumed[pid])
         if st.target is not None:
             self.plan.on_done(st.target, self._target_result(st, sampled))
         if st.draft is not None:
@@ -454,7 +455,8 @@ class PSDScheduler(Scheduler):
                 self.step = sub
                 self._send_draft(op)
                 _, info = self._drafter_result()
-                st.draft_info.append(self._draft_record(op, info))
+                if self.psd.record:
+                    st.draft_info.append(self._draft_record(op, info))
                 self.plan.on_done(op, OpResult())
             self._apply_drops(*ops)
         self.step = None
