@@ -44,6 +44,7 @@ class SyntheticAcceptance:
         self.inner, self.runner, self.curve = inner, runner, curve
         self.rng = np.random.default_rng([seed, 0x5359])
         self.alphas: dict[str, float] = {}
+        self.checked = False  # the logits layout was compared with vLLM's indices
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -69,27 +70,36 @@ class SyntheticAcceptance:
             return out  # nothing drafted, or vLLM's warm-up/profiling pass (dummy rows, no requests)
         acc = self.curve.sample(self.rng, n, self._alphas(b), size=b)  # accepted drafts per row
         starts = np.concatenate([[0], np.cumsum(n)[:-1]])
-        # the logits row of position acc: a draft position's target logits, or the bonus row
-        flat_pos = np.where(acc < n, starts + np.minimum(acc, np.maximum(n - 1, 0)), 0)
-        dev = logits.device
-        tgt_idx = metadata.target_logits_indices
-        bonus_idx = metadata.bonus_logits_indices
-        acc_t = torch.as_tensor(acc, device=dev)
-        rows = torch.where(acc_t < torch.as_tensor(n, device=dev),
-                           tgt_idx[torch.as_tensor(flat_pos, device=dev)], bonus_idx)
-        nxt = logits[rows].argmax(dim=-1).to(out.sampled_token_ids.dtype)
-        # drafts padded per row: [b, kmax]
+        # vLLM lays each row's logits out as its n target positions, then its bonus position: the logits row of
+        # position acc (a draft's target logits, or the bonus row) is starts + row + acc (checked once below)
+        rows = starts + np.arange(b) + acc
         j = np.arange(kmax)
-        gather = np.minimum(starts[:, None] + j[None, :], max(int(n.sum()) - 1, 0))
-        drafts = metadata.draft_token_ids[torch.as_tensor(gather, device=dev)].to(out.sampled_token_ids.dtype)
-        keep = torch.as_tensor(j[None, :] < acc[:, None], device=dev)
-        new = torch.full((b, kmax + 1), -1, dtype=out.sampled_token_ids.dtype, device=dev)
-        new[:, :kmax] = torch.where(keep, drafts, new[:, :kmax])
-        new[torch.arange(b, device=dev), acc_t] = nxt
+        total = int(n.sum())  # drafts kept: row i's first acc[i]; the rest read the -1 appended at index total
+        gather = np.where(j[None, :] < acc[:, None], starts[:, None] + j[None, :], total)
+        dev = logits.device
+        idx = torch.from_numpy(np.concatenate([rows, acc, gather.reshape(-1)])).to(dev, non_blocking=False)
+        rows_t, acc_t, gather_t = idx[:b], idx[b:2 * b], idx[2 * b:]
+        if not self.checked:
+            self._check_layout(metadata, n, rows_t, acc)
+        dtype = out.sampled_token_ids.dtype
+        nxt = logits[rows_t].argmax(dim=-1).to(dtype)
+        padded = torch.cat([metadata.draft_token_ids.to(dtype), torch.full((1,), -1, dtype=dtype, device=dev)])
+        new = torch.cat([padded[gather_t].view(b, kmax), torch.full((b, 1), -1, dtype=dtype, device=dev)], dim=1)
+        new.scatter_(1, acc_t.view(b, 1), nxt.view(b, 1))
         width = out.sampled_token_ids.shape[1]
         out.sampled_token_ids = new[:, :width] if width <= kmax + 1 else torch.nn.functional.pad(
             new, (0, width - kmax - 1), value=-1)
         return out
+
+    def _check_layout(self, metadata, n: np.ndarray, rows_t, acc: np.ndarray) -> None:
+        """Once: the logits rows computed from the layout equal vLLM's own target and bonus indices."""
+        tgt = metadata.target_logits_indices.cpu().numpy()
+        bonus = metadata.bonus_logits_indices.cpu().numpy()
+        starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+        want = np.where(acc < n, tgt[np.minimum(starts + acc, max(len(tgt) - 1, 0))], bonus)
+        if not np.array_equal(rows_t.cpu().numpy(), want):
+            raise RuntimeError("minedraft synthetic acceptance: vLLM's logits layout is not the one this code assumes")
+        self.checked = True
 
 
 def install_synthetic_acceptance(worker) -> bool:
