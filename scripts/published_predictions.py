@@ -41,13 +41,24 @@ def grid() -> list[tuple[str, int, int]]:
 
 
 def _plugin_costs() -> str:
-    """The shipped plugin fit, as the page states it (calibration/data/profiles/h200/plugin.json)."""
-    from minedraft.calibration.plugin import load_plugin_costs
+    """The shipped plugin fit, as the page states it (calibration/data/profiles/h200/plugin.json: the costs of the
+    plugin with resident halves, the one a run now would measure), and what it was fitted on."""
+    from minedraft.calibration.plugin import PLUGIN_FILE, load_plugin_costs
     from minedraft.calibration.steps import PROFILES
 
     c = load_plugin_costs(PROFILES / "h200")
-    return (f"drafter op {c['drafter_op_s'] * 1e3:.1f} ms, half swap {c['verify_swap_s'] * 1e3:.1f} ms + "
-            f"{c['verify_swap_row_s'] * 1e6:.0f} us/row")
+    d = json.loads((PROFILES / "h200" / PLUGIN_FILE).read_text())
+    prov, fit = d["provenance"], d.get("fit", {})
+    own, shared = len(fit.get("own_gpu_runs", [])), len(fit.get("shared_gpu_runs", []))
+    text = (f"drafter op {c['drafter_op_s'] * 1e3:.1f} ms, half swap {c['verify_swap_s'] * 1e3:.2f} ms + "
+            f"{c['verify_swap_row_s'] * 1e6:.0f} us/row; `{PLUGIN_FILE}`, fitted {prov.get('date', '')} on {own} "
+            f"run{'s' if own != 1 else ''} with the drafter on a GPU of its own and {shared} with it sharing the "
+            f"target's: `{prov['command']}`; the sharing terms do not apply here")
+    if own == 0:
+        text += (", and no run of this plugin with its drafter on a GPU of its own was measured: these two terms come "
+                 "from the one-GPU runs" + (" and the half-swap micro-benchmark (`--swap-from`)"
+                                            if "--swap-from" in prov["command"] else ""))
+    return text
 
 
 def simulate(draft: str, k: int, mns: int, curve: str, n: int, capacity: str, plugin: bool) -> dict:
