@@ -22,8 +22,9 @@ Every line printed is JSON (``kind`` = setup, engine, result, swap, skipped, don
 the newest committed ``docs/measurements`` folder that has this script's output (``psd_costs*.jsonl``) and
 prints one JSON line: ``swap_ms_16``, ``swap_ms_64`` (the largest over pairs and k), ``drafter_op_over_forwards``
 (the median over runs), ``serial_ms_64`` (PSD's serial time minus SD's at 64 rows, the largest over pairs and
-k), ``psd_over_sd_shared_min`` / ``_median`` (output throughput, PSD over SD of the same session, over every
-pair whose two runs are steady: p90/p10 of full-batch target steps <= 1.25, in every committed folder).
+k), ``psd_over_sd_shared_min`` / ``_median`` (output throughput, PSD with resident halves over SD of the same
+session, target, drafter, k, α and rows, over every pair whose two runs are steady: p90/p10 of full-batch target steps
+<= 1.25, in every committed folder and FOLDER).
 
 On a lent GPU with vLLM 0.26 (``../shared/tools/gpu-vllm``), from the repo root:
 ``python3 benchmarks/psd_costs.py --pairs qwen3-32b:qwen3-0.6b,qwen3-8b:qwen3-0.6b --ks 3 --rows 16,64``.
@@ -238,6 +239,7 @@ def child(a: argparse.Namespace) -> int:
                 if writer is not None:
                     writer.write(rec)
 
+            runner_before = dict(compat.runner_of(worker).minedraft_stats) if psd else None
             worker.minedraft_steps.clear()
             if psd:
                 eng.scheduler.minedraft_waits.clear()
@@ -253,7 +255,8 @@ def child(a: argparse.Namespace) -> int:
                    "mean_acceptance_length": m.get("mean_acceptance_length"),
                    "step_spread": step_spread(records), "serial": serial_gaps(list(worker.minedraft_steps), list(eng.scheduler.minedraft_waits) if psd else None),
                    "drafter": drafter_costs(records, rows, k) if psd else None,
-                   "runner": dict(compat.runner_of(worker).minedraft_stats) if psd else None}
+                   "runner": {key: v - runner_before[key] for key, v in compat.runner_of(worker).minedraft_stats.items()}
+                   if psd else None}
             emit(out)
         if psd:
             for rows in rows_list:
@@ -350,12 +353,20 @@ def read_lines(folder: Path) -> list[dict]:
     return out
 
 
+def run_key(r: dict) -> tuple:
+    """(policy, target, draft, k, α, rows) of a result line; PSD runs of vLLM's single persistent batch
+    (``--resident-batches 0``) are a policy of their own, ``psd-single``."""
+    pol = "psd-single" if r["policy"] == "psd" and r.get("resident_batches") is False else r["policy"]
+    return pol, r["target"], r["draft"], r["k"], r.get("alpha"), r["max_num_seqs"]
+
+
 def pair_ratios(lines: list[dict]) -> list[float]:
-    """PSD over SD output throughput for every (pair, k, rows) whose PSD and SD runs are both steady."""
+    """PSD over SD output throughput for every (pair, k, α, rows) whose PSD (resident halves) and SD runs are both
+    steady."""
     runs = {}
     for r in lines:
         if r.get("kind") == "result" and r.get("output_throughput"):
-            runs[(r["policy"], r["target"], r["draft"], r["k"], r["max_num_seqs"])] = r
+            runs[run_key(r)] = r
     out = []
     for (pol, *key), p in runs.items():
         s = runs.get(("sd", *key))
@@ -377,7 +388,7 @@ def report(arg: str) -> int:
             for rows in (16, 64)}
     results = [r for r in lines if r.get("kind") == "result"]
     ratio = [r["drafter"]["op_over_forwards"] for r in results if (r.get("drafter") or {}).get("op_over_forwards")]
-    gap = {(r["policy"], r["target"], r["draft"], r["k"]): r["serial"]["serial_ms_median"] for r in results
+    gap = {run_key(r): r["serial"]["serial_ms_median"] for r in results
            if r.get("max_num_seqs") == 64 and (r.get("serial") or {}).get("serial_ms_median") is not None}
     serial = [g - gap[("sd", *key)] for (pol, *key), g in gap.items() if pol == "psd" and ("sd", *key) in gap]
     pairs = [x for f in sorted({p.parent for p in (ROOT / "docs/measurements").glob("*/psd_costs*.jsonl")} | {folder})

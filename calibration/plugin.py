@@ -92,11 +92,12 @@ def swap_fit(rows: np.ndarray, extra: np.ndarray) -> tuple[float, float]:
     return max(0.0, float(fixed)), max(0.0, float(per_row))
 
 
-def measured_swaps(lines: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+def measured_swaps(lines: list[dict], source: str = "") -> tuple[np.ndarray, np.ndarray]:
     """(rows, seconds) of the direct swap measurements of ``benchmarks/psd_costs.py`` (``kind`` swap: one verify
     step of alternating halves minus the same half every step, on the target's runner, resident batches on)."""
     pts = [(r["rows"], r["swap_ms"] / 1e3) for r in lines if r.get("kind") == "swap" and "swap_ms" in r]
-    require(len(pts) > 0, "--swap-from", "holds no swap measurement (benchmarks/psd_costs.py lines of kind swap)", "")
+    require(len(pts) > 0, "--swap-from", "holds no swap measurement (benchmarks/psd_costs.py lines of kind swap)",
+            source)
     rows, sec = zip(*pts)
     return np.asarray(rows, dtype=float), np.asarray(sec, dtype=float)
 

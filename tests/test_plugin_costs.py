@@ -157,6 +157,43 @@ def test_shipped_fit_is_the_2026_12_04_plugin_and_predicts_a_held_out_pair(tmp_p
     assert median < 0.08 and worst < 0.12
 
 
+@pytest.mark.skipif(not COSTS.is_dir(), reason="committed measurements absent")
+@pytest.mark.parametrize("what", ["empty", "no swap lines"])
+def test_calibrate_plugin_refuses_a_swap_folder_without_swap_measurements(tmp_path, capsys, what):
+    swaps = tmp_path / "swaps"
+    swaps.mkdir()
+    if what == "no swap lines":  # results of a run, and vLLM's log lines, but no swap measurement
+        results = [x for x in (COSTS / "psd_costs_costs-32b-0.6b-k3-psd.jsonl").read_text().splitlines()
+                   if '"kind": "swap"' not in x]
+        assert any('"kind": "result"' in x for x in results)
+        (swaps / "psd_costs_job.jsonl").write_text("\n".join(results) + "\n")
+    code, out, err = invoke(calibrate_main, ["plugin", "--from", str(COSTS), "--swap-from", str(swaps), "--exclude",
+                                             "target-qwen3-0.6b", "--gpu", "h200", "--out", str(tmp_path / "o")],
+                            capsys)
+    assert code == 2 and err.startswith("error: --swap-from:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "plugin.json").exists()
+
+
+@pytest.mark.skipif(not COSTS.is_dir(), reason="committed measurements absent")
+def test_calibrate_plugin_exclude_leaves_runs_out_of_the_fit(tmp_path, capsys):
+    six, _ = _fit_costs(tmp_path / "six", capsys)
+    code, out, err = invoke(calibrate_main, ["plugin", "--from", str(COSTS), "--swap-from", str(COSTS), "--exclude",
+                                             "target-qwen3-0.6b,target-qwen3-8b", "--gpu", "h200", "--out",
+                                             str(tmp_path / "four")], capsys)
+    assert code == 0, err
+    four = json.loads((tmp_path / "four" / "plugin.json").read_text())
+    runs6, runs4 = six["provenance"]["runs"], four["provenance"]["runs"]
+    assert not any("target-qwen3-0.6b" in n for n in runs6)
+    assert runs4 == [n for n in runs6 if "target-qwen3-8b" not in n] and 0 < len(runs4) < len(runs6)
+    assert len(four["fit"]["shared_gpu_runs"]) == len(runs4)  # the excluded runs are not in the fit either
+    assert four["shared_verify_stretch"] != pytest.approx(six["shared_verify_stretch"], rel=1e-6)
+    # everything excluded: no PSD run is left to fit the drafter op to
+    code, out, err = invoke(calibrate_main, ["plugin", "--from", str(COSTS), "--swap-from", str(COSTS), "--exclude",
+                                             "policy-psd", "--gpu", "h200", "--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "PSD runs" in err
+    assert not (tmp_path / "none" / "plugin.json").exists()
+
+
 def test_calibrate_plugin_refuses_a_held_out_folder_without_traces(tmp_path, capsys):
     code, out, err = invoke(calibrate_main, ["plugin", "--from", str(X2), "--hold-out-from", str(tmp_path),
                                              "--gpu", "h200", "--out", str(tmp_path / "o")], capsys)

@@ -98,6 +98,12 @@ def _run(engine, policy, requests, keep_tokens=True, temperature=0.0, progress=N
     return records, res
 
 
+def _target_runner(engine):
+    from minedraft.executor import compat
+
+    return compat.runner_of(compat.engine_worker(engine.engine))
+
+
 KILL_REQUESTS = dict(n=12, prompt=(16, 40), output=(40, 90), seed=11)
 LLM_REQUESTS = dict(n=4, prompt=24, output=24, seed=9)
 
@@ -107,7 +113,9 @@ def greedy_runs(ar_engine, psd_engine, pearl_engine, sd_own_engine):
     """Greedy runs of one workload on AR, PSD and PEARL, plus AR's tokens for the other tests' workloads
     (taken now: in-process engines share vLLM's distributed state, which closing another engine tears down)."""
     req = _requests(10, (16, 48), (30, 70))
+    before = dict(_target_runner(psd_engine).minedraft_stats)
     runs = {p: _run(e, p, req) for p, e in (("ar", ar_engine), ("psd", psd_engine), ("pearl", pearl_engine))}
+    runs["psd_runner"] = {k: v - before[k] for k, v in _target_runner(psd_engine).minedraft_stats.items()}
     runs["sd_own"] = _run(sd_own_engine, "sd", req)
     for name, w in (("kill", KILL_REQUESTS), ("llm", LLM_REQUESTS)):
         runs[f"ar_{name}"] = _run(ar_engine, "ar", _requests(w["n"], w["prompt"], w["output"], seed=w["seed"]))[1]
@@ -207,6 +215,57 @@ def test_psd_trace_alternates_halves_and_drafts_the_other_half_during_each_verif
             last = seq.get(rid)
             assert last != r["op"], (rid, r["op"], r["step"])
             seq[rid] = r["op"]
+
+
+def test_psd_halves_stay_resident_in_the_targets_runner(greedy_runs, psd_engine):
+    """Resident batches: in the greedy PSD run each request entered its half's persistent batch about once (from
+    the prefill step's batch); vLLM's single persistent batch, on the same engine and workload, re-adds the rows of
+    the half it verifies at nearly every step. Greedy output equals AR's either way."""
+    from minedraft.executor.psd.runner import ResidentBatches
+
+    req, runs = greedy_runs
+    ar = runs["ar"][1].tokens
+    runner = _target_runner(psd_engine)
+    assert isinstance(runner, ResidentBatches) and runner.minedraft_resident
+    resident = runs["psd_runner"]
+    verifies = len(_ops(runs["psd"][0], op="verify"))
+    assert resident["steps"] >= verifies >= 20
+    assert resident["rows_readded"] <= 1.5 * len(req), resident
+    assert runs["psd"][1].tokens == ar
+    before = dict(runner.minedraft_stats)
+    runner.minedraft_set_resident(False)
+    try:
+        assert not runner.minedraft_resident
+        records, res = _run(psd_engine, "psd", req)
+    finally:
+        runner.minedraft_set_resident(True)
+    assert runner.minedraft_resident
+    single = {k: v - before[k] for k, v in runner.minedraft_stats.items()}
+    assert res.tokens == ar
+    assert single["steps"] >= 20 and single["rows_readded"] >= 3 * len(req)
+    per_step = {"resident": resident["rows_readded"] / resident["steps"],
+                "single": single["rows_readded"] / single["steps"]}
+    assert per_step["single"] > 5 * per_step["resident"], (per_step, resident, single)
+    # about half the rows in flight each step: the verified half, absent from the batch the step before
+    rows = np.mean([v["size"] for v in _ops(records, op="verify")])
+    assert 0.5 * rows <= per_step["single"] <= 1.05 * rows, (per_step, rows)
+    # switched back on, the next run refills the batches and keeps them again
+    before = dict(runner.minedraft_stats)
+    _, res = _run(psd_engine, "psd", req)
+    again = {k: v - before[k] for k, v in runner.minedraft_stats.items()}
+    assert res.tokens == ar and again["rows_readded"] <= 1.5 * len(req), again
+
+
+def test_psd_drafter_copies_stay_resident_between_ops(greedy_runs):
+    """The drafter's copies stay in its vLLM runner between ops: almost no draft op re-enters a copy."""
+    req, runs = greedy_runs
+    records, _ = runs["psd"]
+    assert records[0]["config"]["executor"]["plugin"]["drafter"]["resident"]
+    drafts = _ops(records, op="draft")
+    assert len(drafts) >= 20 and all("entries" in d for d in drafts)
+    entered = [d for d in drafts if d["entries"]]
+    assert len(entered) <= 0.1 * len(drafts), [(d["step"], d["entries"], d["size"]) for d in entered]
+    assert sum(d["entries"] for d in drafts) < sum(d["size"] for d in drafts) / 10
 
 
 def test_pearl_trace_verifies_the_whole_batch_while_drafting_it(greedy_runs):
@@ -526,3 +585,53 @@ def test_one_gpu_benchmark_script_runs_its_grid_on_cpu(tmp_path):
         # per-pass medians need not stay below the median op: it failed once on CI, 2.887 against 2.717 ms)
         assert 0 < min(b["forward_ms"]) and 0 < b["outside_forwards_ms"] < b["op_ms"] and 0 < b["cpu_ms"]
     assert lines[-1]["kind"] == "done" and len(list((tmp_path / "traces").glob("*.jsonl"))) == 8
+
+
+def test_psd_costs_benchmark_script_runs_its_grid_on_cpu(tmp_path):
+    """benchmarks/psd_costs.py (meant for one GPU), smoke-run here: SD and PSD engines in a child each, a result
+    line per rows, the swap micro-benchmark both ways on PSD's runner, and lines the report's pairing reads."""
+    import importlib.util
+
+    d = tmp_path / "tiny"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(tiny_qwen3_config()))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "benchmarks", "psd_costs.py")
+    cmd = [sys.executable, script, "--pairs", f"{d}:{d}", "--ks", "2", "--rows", "2,4", "--input-len", "16",
+           "--output-len", "16", "--kv-cache-memory-gib", "0.03", "--warmup", "1", "--swap-steps", "6"]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
+    results = [x for x in lines if x["kind"] == "result"]
+    assert [(r["policy"], r["max_num_seqs"]) for r in results] == [("sd", 2), ("sd", 4), ("psd", 2), ("psd", 4)]
+    for r in results:
+        s = r["serial"]
+        assert "error" not in s and s["steps"] >= 5 and s["target_ms_median"] > 0, s
+        assert r["output_throughput"] > 0 and r["num_prompts"] == 2 * r["requests_in_flight"]
+    for r in results[2:]:
+        assert r["requests_in_flight"] == 2 * r["max_num_seqs"]  # psd_capacity double
+        assert r["serial"]["serial_ms_median"] is not None and r["serial"]["drafter_wait_ms_median"] >= 0
+        dr = r["drafter"]
+        assert dr["ops"] > 0 and dr["entries_per_op"] == 0 and dr["later_pass_ms"] > 0 and dr["op_over_forwards"] > 0
+        assert r["runner"]["steps"] > 0
+    swaps = [x for x in lines if x["kind"] == "swap"]
+    assert [s["rows"] for s in swaps] == [2, 4]
+    keys = ("steady_ms_resident", "alternating_ms_resident", "steady_ms_single", "alternating_ms_single")
+    for s in swaps:
+        assert "skipped" not in s, s
+        assert all(s[key] > 0 for key in keys), s
+        assert s["swap_ms"] == pytest.approx(s["alternating_ms_resident"] - s["steady_ms_resident"], abs=2e-4)
+    assert lines[-1]["kind"] == "done"
+    # the lines pair up as --report pairs them (PSD over SD, same pair, k and rows; steady runs only)
+    sys.path.insert(0, os.path.join(root, "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("psd_costs", script)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(os.path.join(root, "benchmarks"))
+    ratios = mod.pair_ratios(lines)
+    assert all(r > 0 for r in ratios)
+    steady = [dict(x, step_spread=1.0) if x["kind"] == "result" else x for x in lines]  # a CPU host is not steady
+    want = [results[i + 2]["output_throughput"] / results[i]["output_throughput"] for i in (0, 1)]
+    assert mod.pair_ratios(steady) == pytest.approx(want)

@@ -334,8 +334,8 @@ def add_plugin_args(p: argparse.ArgumentParser) -> None:
                         "error; repeatable")
     p.add_argument("--swap-from", default=None,
                    help="a measurements folder with benchmarks/psd_costs.py output (psd_costs*.jsonl): the half swap "
-                        "measured directly on the target's runner, fitted in place of runs with the drafter on its own "
-                        "GPU")
+                        "measured directly on the target's runner (every swap line of the folder, whatever --exclude "
+                        "says), fitted in place of runs with the drafter on its own GPU")
     p.add_argument("--out", required=True, help="folder to write plugin.json to (beside the step models)")
 
 
@@ -390,7 +390,7 @@ def run_plugin(a: argparse.Namespace, argv: list[str] | None) -> int:
                         lines.append(json.loads(line))
                     except ValueError:
                         continue
-        swaps = measured_swaps(lines)
+        swaps = measured_swaps(lines, a.swap_from)
     fit = fit_plugin_costs(train, lambda t, d: costs_for(models, t, d, flag), a.gpu.lower(), prov, swaps)
     path = save(fit, out)
     console = common_console()
