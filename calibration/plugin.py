@@ -76,7 +76,7 @@ def _pairs(runs: dict[str, list[dict]], costs_for, shared: bool, base: dict) -> 
             continue
         ctx = float(run.requests.prompt_len.mean() + run.requests.output_len.mean() / 2)
         rows.append({"run": name, "half": size, "k": run.k, "measured": m, "predicted": p,
-                     "later_passes_s": costs.later_passes_s(size, run.k, ctx)})
+                     "later_passes_s": costs.later_passes_s(size, run.k, ctx), "resident": run.resident})
     return rows
 
 
@@ -109,6 +109,7 @@ def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenanc
     step 1 (no run with the drafter on its own GPU needed)."""
     zero = dict.fromkeys(FIELDS, 0.0)
     own = _pairs(runs, costs_for, False, zero)
+    measured = swaps is not None  # the swap measured directly, on the plugin with resident halves
     if swaps is None:
         require(len(own) > 0, "runs", "need PSD runs with the drafter on its own GPU (drafter_device cuda:N) or "
                 "a direct swap measurement (--swap-from)", ", ".join(sorted(runs)) or "none")
@@ -117,6 +118,9 @@ def fit_plugin_costs(runs: dict[str, list[dict]], costs_for, gpu: str, provenanc
     fixed, per_row = swap_fit(*swaps)
     fitted = dict(zero, verify_swap_s=fixed, verify_swap_row_s=per_row)
     shared = _pairs(runs, costs_for, True, fitted)
+    generations = {r["resident"] for r in own + shared} | ({True} if measured else set())
+    require(len(generations) <= 1, "runs", "mix the plugin with resident halves (2026-12-04, and --swap-from's "
+            "measurements) and the one before: fit each on its own", ", ".join(sorted(runs)))
     if shared:
         x = np.array([r["later_passes_s"] for r in shared])
         y = np.array([r["measured"][VERIFY] - r["predicted"][VERIFY] for r in shared])

@@ -366,9 +366,8 @@ class DraftRunner:
                     out[index[r], 1:] = extra
                     self.copies[r].tokens.extend(extra)
                 continue
-            first_need, entered = need, set()
+            first_need, entered = need, stay
             behind = [r for r in rows if need[r] == 2] if self.uniform and max(need[r] for r in rows) <= 2 else []
-            entered = stay
             if behind:  # KV of the token before the last: no token is sampled for these rows (not all computed)
                 self._forward(behind, dict.fromkeys(behind, 1), set(behind) - stay)
                 self.catch_ups += 1

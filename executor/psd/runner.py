@@ -44,11 +44,10 @@ class ResidentBatches:
     def _update_states(self, scheduler_output):
         if self.minedraft_resident and getattr(self, "_md_args", None) is not None:
             self._md_select(scheduler_output)
-        else:
-            stats = self.minedraft_stats
-            stats["steps"] += 1
-            stats["rows_readded"] += sum(1 for rid in scheduler_output.scheduled_cached_reqs.req_ids
-                                         if rid not in self.input_batch.req_id_to_index)
+        stats = self.minedraft_stats
+        stats["steps"] += 1
+        stats["rows_readded"] += sum(1 for rid in scheduler_output.scheduled_cached_reqs.req_ids
+                                     if rid not in self.input_batch.req_id_to_index)
         return super()._update_states(scheduler_output)
 
     def minedraft_set_resident(self, on: bool) -> None:
@@ -82,9 +81,6 @@ class ResidentBatches:
                 batches.append(self._md_new_batch())
                 best = len(batches) - 1
         active = batches[best]
-        stats = self.minedraft_stats
-        stats["steps"] += 1
-        stats["rows_readded"] += sum(1 for rid in so.scheduled_cached_reqs.req_ids if rid not in active.req_id_to_index)
         for b in batches:
             if b is active:
                 continue

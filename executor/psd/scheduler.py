@@ -42,7 +42,7 @@ from minedraft.policies import PEARL, PSD, SD, PolicyConfig
 
 logger = logging.getLogger("minedraft.psd")
 BOTH = frozenset(RESOURCES)
-#: the most tokens a drafter forward runs under a CUDA graph (vLLM's own cap); prefills are chunked to it
+#: the most tokens a drafter forward runs under a CUDA graph (vLLM's default capture cap); prefills are chunked to it
 DRAFTER_MAX_GRAPH_TOKENS = 512
 EMPTY = np.empty(0, dtype=np.int64)
 
@@ -204,14 +204,14 @@ class PSDScheduler(Scheduler):
                 else bool(vc.model_config.enforce_eager)}
         if o.drafter_uniform_passes:
             spec["uniform_passes"] = True
-        if o.resident_batches and not o.drafter_fused:
-            spec["resident"] = True
+        if o.resident_batches and not o.drafter_fused and not o.drafter_uniform_passes:
+            spec["resident"] = True  # (a catch-up pass of some rows would evict the half's other rows)
         graphs = o.drafter_cudagraph_mode
         if graphs == "auto":  # full graphs for every pass, the op's mixed first pass and prefills included
             graphs = None if cpu else "FULL"
         if graphs is not None:
             spec["cudagraph_mode"] = graphs
-        if not cpu:  # graphs for prefill chunks too (vLLM's default stops at 2 x max_num_seqs tokens)
+        if not cpu and not spec["enforce_eager"]:  # graphs for prefill chunks too (vLLM's default: 2 x max_num_seqs)
             spec["max_cudagraph_capture_size"] = min(spec["max_num_batched_tokens"], DRAFTER_MAX_GRAPH_TOKENS)
         if o.drafter_fused:  # drafts per op: k (PEARL k + 1); the pass samples the first, the proposer the rest
             spec["fused_drafts"] = self.k - 1 + (1 if self.pearl else 0)

@@ -58,7 +58,7 @@ class SyntheticAcceptance:
             for r, a in zip(new, self.curve.request_alphas(self.rng, len(new))):
                 self.alphas[r] = float(a)
         if len(self.alphas) > 8 * max(n, 64):  # forget requests no longer in the batch
-            keep = set(ids)
+            keep = set(self.runner.requests)  # every live request, the other half's too
             self.alphas = {r: a for r, a in self.alphas.items() if r in keep}
         return np.asarray([self.alphas[r] for r in ids])
 
@@ -77,7 +77,11 @@ class SyntheticAcceptance:
         total = int(n.sum())  # drafts kept: row i's first acc[i]; the rest read the -1 appended at index total
         gather = np.where(j[None, :] < acc[:, None], starts[:, None] + j[None, :], total)
         dev = logits.device
-        idx = torch.from_numpy(np.concatenate([rows, acc, gather.reshape(-1)])).to(dev, non_blocking=False)
+        host = torch.from_numpy(np.concatenate([rows, acc, gather.reshape(-1)]))
+        if dev.type == "cuda":  # pinned: the copy queues behind the forward and the host goes on launching
+            host = host.pin_memory()
+        self._host = host  # alive until the copy has run (the step's own sync comes before the next call)
+        idx = host.to(dev, non_blocking=True)
         rows_t, acc_t, gather_t = idx[:b], idx[b:2 * b], idx[2 * b:]
         if not self.checked:
             self._check_layout(metadata, n, rows_t, acc)
@@ -95,7 +99,7 @@ class SyntheticAcceptance:
         """Once: the logits rows computed from the layout equal vLLM's own target and bonus indices."""
         tgt = metadata.target_logits_indices.cpu().numpy()
         bonus = metadata.bonus_logits_indices.cpu().numpy()
-        starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+        starts = np.cumsum(n) - n
         want = np.where(acc < n, tgt[np.minimum(starts + acc, max(len(tgt) - 1, 0))], bonus)
         if not np.array_equal(rows_t.cpu().numpy(), want):
             raise RuntimeError("minedraft synthetic acceptance: vLLM's logits layout is not the one this code assumes")
@@ -118,13 +122,16 @@ def install_synthetic_acceptance(worker) -> bool:
     return True
 
 
-def wants_resident(additional_config: dict | None) -> bool:
+def wants_resident(additional_config: dict | None) -> bool | None:
     """Whether an engine's runner keeps its halves resident: the plugin's target (unless its option
-    ``resident_batches`` is off) or the drafter's engine (``minedraft_drafter.resident_batches``)."""
+    ``resident_batches`` is off) or the drafter's engine (``minedraft_drafter.resident_batches``); None: neither
+    (an engine of vLLM's own, the runner untouched)."""
     extra = additional_config or {}
     if CONFIG_KEY in extra:
         return bool(extra[CONFIG_KEY].get("resident_batches", True))
-    return bool((extra.get(DRAFTER_KEY) or {}).get("resident_batches", False))
+    if DRAFTER_KEY in extra:
+        return bool((extra.get(DRAFTER_KEY) or {}).get("resident_batches", False))
+    return None
 
 
 class PSDWorker(_PlatformWorker):
@@ -134,8 +141,12 @@ class PSDWorker(_PlatformWorker):
         out = super().init_device(*args, **kwargs)
         self.minedraft_steps: deque[tuple[float, float]] = deque(maxlen=1 << 16)
         self._md_t_exec = 0.0
-        if wants_resident(self.vllm_config.additional_config):
-            make_resident(compat.runner_of(self))
+        resident = wants_resident(self.vllm_config.additional_config)
+        if resident is not None:  # a plugin engine: the runner class always (its counters, the switch), on or off
+            runner = compat.runner_of(self)
+            make_resident(runner)
+            # hybrid models keep row-indexed state (mamba) that these batches were not checked against
+            runner.minedraft_resident = resident and not self.vllm_config.model_config.is_hybrid
         return out
 
     def execute_model(self, *args, **kwargs):
