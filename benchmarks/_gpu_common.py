@@ -31,6 +31,16 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def target_drafter_pairs(text: str) -> list[tuple[str, str]]:
+    """``--pairs``: a comma list of target:drafter (presets or model directories)."""
+    out = []
+    for item in text.split(","):
+        if item.strip():
+            t, d = item.split(":")
+            out.append((t.strip(), d.strip()))
+    return out
+
+
 def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -86,3 +96,38 @@ def run_children(script: str, argv: list[str], jobs: list[tuple[object, list[str
             child += ["--deadline-s", f"{left:.0f}"]
         rc = max(rc, subprocess.run([sys.executable, script, *child], env=env, check=False).returncode)
     return rc, clock.elapsed
+
+
+def device_facts() -> dict:
+    """torch's version and the GPUs it sees, for a benchmark's setup line (an error text where torch fails)."""
+    try:
+        import torch
+
+        return {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                else None, "gpus": torch.cuda.device_count()}
+    except Exception as exc:  # noqa: BLE001 - reported in the line, the run goes on
+        return {"torch_error": repr(exc)}
+
+
+class RunRecorder:
+    """One run's records in memory and, with ``trace_dir``, in a trace file named after the run's labels."""
+
+    def __init__(self, trace_dir: str | None, labels: dict) -> None:
+        from minedraft.trace import TraceWriter
+
+        self.records: list[dict] = []
+        self.writer = None
+        if trace_dir:
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)
+            name = "_".join(f"{key}-{Path(str(v)).name}" for key, v in labels.items() if v is not None) + ".jsonl"
+            self.writer = TraceWriter(Path(trace_dir) / name.replace("/", "_").replace(":", ""))
+
+    def __call__(self, rec: dict) -> None:
+        self.records.append(rec)
+        if self.writer is not None:
+            self.writer.write(rec)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+

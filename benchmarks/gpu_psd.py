@@ -48,19 +48,12 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from _gpu_common import (  # noqa: E402 - beside this script
-    ROOT, Clock, add_run_flags, emit, floats, import_minedraft, ints, run_children)
+    ROOT, Clock, RunRecorder, add_run_flags, device_facts, emit, floats, import_minedraft, ints, run_children,
+    target_drafter_pairs)
 
 
-def _pairs(text: str) -> list[tuple[str, str]]:
-    out = []
-    for item in text.split(","):
-        if item.strip():
-            t, d = item.split(":")
-            out.append((t.strip(), d.strip()))
-    return out
 
 
 MODES = ("ar", "sd", "psd", "pearl", "sd-own")  # sd-own: the plugin's mode sd (SD, drafter in its own process)
@@ -118,7 +111,7 @@ def jobs(a: argparse.Namespace) -> list[dict]:
         if m not in MODES:
             raise SystemExit(f"error: --modes: each must be one of {', '.join(MODES)}; got {m}")
     out, targets = [], []
-    for t, d in _pairs(a.pairs):
+    for t, d in target_drafter_pairs(a.pairs):
         if "ar" in modes and t not in targets:
             targets.append(t)
             out.append({"mode": "ar", "target": t, "draft": None, "k": 0})
@@ -205,7 +198,6 @@ def child(a: argparse.Namespace) -> int:
     from minedraft.executor.engine import Engine, EngineSpec
     from minedraft.executor.models import check_pair, resolve_model
     from minedraft.executor.run import policy_metrics, run_policy
-    from minedraft.trace import TraceWriter
     from minedraft.workload import Requests
 
     job = json.loads(a.job)
@@ -227,17 +219,7 @@ def child(a: argparse.Namespace) -> int:
               "drafter_uniform_passes": True if plugin and a.drafter_uniform_passes else None,
               "drafter_cudagraph_mode": a.drafter_cudagraph_mode if plugin else None,
               "drafter_device": a.drafter_device if plugin else None, "sd_drafter": "own" if mode == "sd-own" else None}
-    info = {"kind": "setup", "vllm": compat.vllm_version(), **labels}
-    try:
-        import torch
-
-        info |= {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()
-                 else None, "gpus": torch.cuda.device_count()}
-    except Exception as exc:  # noqa: BLE001
-        info["torch_error"] = repr(exc)
-    emit(info)
-    if a.trace_dir:
-        Path(a.trace_dir).mkdir(parents=True, exist_ok=True)
+    emit({"kind": "setup", "vllm": compat.vllm_version(), **labels, **device_facts()})
 
     shared = a.drafter_device == "same"
     curve0 = AcceptanceCurve.geometric(alphas[0], max(k + 1, 2)) if alphas[0] is not None else None
@@ -284,24 +266,13 @@ def child(a: argparse.Namespace) -> int:
                     n = a.waves * in_flight
                     req = Requests(arrival=np.zeros(n), prompt_len=np.full(n, a.input_len, dtype=np.int64),
                                    output_len=np.full(n, a.output_len, dtype=np.int64))
-                    records: list[dict] = []
-                    writer = None
-                    if a.trace_dir:
-                        name = "_".join(f"{key}-{Path(str(v)).name}" for key, v in run_labels.items()
-                                        if v is not None) + ".jsonl"
-                        writer = TraceWriter(Path(a.trace_dir) / name.replace("/", "_").replace(":", ""))
-
-                    def sink(rec: dict, writer=writer, records=records) -> None:
-                        records.append(rec)
-                        if writer is not None:
-                            writer.write(rec)
-
+                    sink = RunRecorder(a.trace_dir, run_labels)
+                    records = sink.records
                     t = time.monotonic()
                     res = run_policy(eng, policy, req, sink, online=False, seed=a.seed,
                                      header_config={"benchmark": "gpu_psd", **run_labels},
                                      num_gpus=tp if not plugin or shared else tp + 1)
-                    if writer is not None:
-                        writer.close()
+                    sink.close()
                     m = policy_metrics(records, policy, res, False, eng.facts)
                     out = {"kind": "result", **run_labels, "requests_in_flight": in_flight, "num_prompts": n,
                            "input_len": a.input_len, "output_len": a.output_len,
@@ -335,7 +306,7 @@ def measure_swap(a: argparse.Namespace) -> int:
     from minedraft.executor import compat
     from minedraft.executor.models import resolve_model
 
-    target = resolve_model(_pairs(a.pairs)[0][0], "--target")
+    target = resolve_model(target_drafter_pairs(a.pairs)[0][0], "--target")
     ctxs = ints(a.swap_contexts)
     b = max(ints(a.max_num_seqs))
     spec = {"model": target.path, "load_format": target.load_format, "max_model_len": max(ctxs) + 64,
@@ -346,7 +317,8 @@ def measure_swap(a: argparse.Namespace) -> int:
     core, cfg = compat.draft_engine_core(spec)
     bs, nblocks, groups = compat.engine_core_kv_layout(core)
     params = SamplingParams(temperature=0.0, max_tokens=1)
-    emit({"kind": "setup", "measure": "swap", "vllm": compat.vllm_version(), "target": _pairs(a.pairs)[0][0],
+    emit({"kind": "setup", "measure": "swap", "vllm": compat.vllm_version(),
+          "target": target_drafter_pairs(a.pairs)[0][0],
           "rows_per_half": b, "block_size": bs, "platform": compat.platform_name()})
     rng = np.random.default_rng(a.seed)
     for L in ctxs:

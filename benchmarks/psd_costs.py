@@ -40,7 +40,8 @@ import sys
 import time
 from pathlib import Path
 
-from _gpu_common import ROOT, Clock, add_run_flags, emit, import_minedraft, ints, run_children
+from _gpu_common import (ROOT, Clock, RunRecorder, add_run_flags, device_facts, emit, import_minedraft, ints,
+                         run_children, target_drafter_pairs)
 
 STEADY = 1.25  # p90/p10 of a run's full-batch target steps above this: not a steady run
 MODES = ("sd", "psd")
@@ -76,13 +77,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _pairs(text: str) -> list[tuple[str, str]]:
-    out = []
-    for item in text.split(","):
-        if item.strip():
-            t, d = item.split(":")
-            out.append((t.strip(), d.strip()))
-    return out
 
 
 # ------------------------------------------------------------------------------------ the parent
@@ -91,8 +85,8 @@ def parent(a: argparse.Namespace, argv: list[str]) -> int:
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise SystemExit(f"error: --modes: {bad[0]} is not one of {', '.join(MODES)}")
-    jobs = [{"mode": m, "target": t, "draft": d, "k": k} for t, d in _pairs(a.pairs) for k in ints(a.ks)
-            for m in MODES if m in modes]
+    jobs = [{"mode": m, "target": t, "draft": d, "k": k} for t, d in target_drafter_pairs(a.pairs)
+            for k in ints(a.ks) for m in MODES if m in modes]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     rc, elapsed = run_children(__file__, argv, [(j, ["--job", json.dumps(j)]) for j in jobs], a.deadline_s,
@@ -154,7 +148,8 @@ def drafter_costs(records: list[dict], rows: int, k: int) -> dict | None:
            "later_pass_ms": later, "passes_ms": median(sum(d["forward_ms"]) for d in full),
            "entries_per_op": median(d.get("entries") for d in full),
            "op_over_forwards": median(o / (k * later) for o in op_ms) if later else None,
-           "bytes_sent": median(d["bytes_sent"] for d in ops), "bytes_received": median(d["bytes_received"] for d in ops),
+           "bytes_sent": median(d["bytes_sent"] for d in ops),
+           "bytes_received": median(d["bytes_received"] for d in ops),
            "send_ms": median((d["t_start"] - d["t_sent"]) * 1e3 for d in ops),
            "receive_ms": median((d["t_received"] - d["t_end"]) * 1e3 for d in ops)}
     return {key: round(v, 4) if isinstance(v, float) else v for key, v in out.items()}
@@ -163,6 +158,7 @@ def drafter_costs(records: list[dict], rows: int, k: int) -> dict | None:
 # ------------------------------------------------------------------------------------ the child
 def child(a: argparse.Namespace) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout: JSON lines only
     import_minedraft()
     import numpy as np
 
@@ -172,7 +168,6 @@ def child(a: argparse.Namespace) -> int:
     from minedraft.executor.models import check_pair, resolve_model
     from minedraft.executor.psd import WORKER
     from minedraft.executor.run import policy_metrics, run_policy
-    from minedraft.trace import TraceWriter
     from minedraft.workload import Requests
 
     job = json.loads(a.job)
@@ -184,15 +179,8 @@ def child(a: argparse.Namespace) -> int:
     labels = {"policy": mode, "target": job["target"], "draft": job["draft"], "k": k, "alpha": a.alpha,
               "drafter_device": "same" if mode == "psd" else None,
               "resident_batches": bool(a.resident_batches) if mode == "psd" else None}
-    info = {"kind": "setup", "vllm": compat.vllm_version(), "platform": compat.platform_name(), **labels}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception as exc:  # noqa: BLE001
-        info["torch_error"] = repr(exc)
-    emit(info)
+    emit({"kind": "setup", "vllm": compat.vllm_version(), "platform": compat.platform_name(), **labels,
+          **device_facts()})
     curve = AcceptanceCurve.geometric(a.alpha, k + 1) if a.alpha > 0 else None
     kv_bytes = int(a.kv_cache_memory_gib * (1 << 30)) if a.kv_cache_memory_gib else None
     psd = mode == "psd"
@@ -227,17 +215,8 @@ def child(a: argparse.Namespace) -> int:
             n = a.waves * in_flight
             req = Requests(arrival=np.zeros(n), prompt_len=np.full(n, a.input_len, dtype=np.int64),
                            output_len=np.full(n, a.output_len, dtype=np.int64))
-            records: list[dict] = []
-            writer = None
-            if a.trace_dir:
-                Path(a.trace_dir).mkdir(parents=True, exist_ok=True)
-                name = "_".join(f"{key}-{Path(str(v)).name}" for key, v in run_labels.items() if v is not None)
-                writer = TraceWriter(Path(a.trace_dir) / f"{name}.jsonl")
-
-            def sink(rec: dict, writer=writer, records=records) -> None:
-                records.append(rec)
-                if writer is not None:
-                    writer.write(rec)
+            sink = RunRecorder(a.trace_dir, run_labels)
+            records = sink.records
 
             runner_before = dict(compat.runner_of(worker).minedraft_stats) if psd else None
             worker.minedraft_steps.clear()
@@ -246,17 +225,18 @@ def child(a: argparse.Namespace) -> int:
             t = time.monotonic()
             res = run_policy(eng, mode, req, sink, online=False, seed=a.seed,
                              header_config={"benchmark": "psd_costs", **run_labels}, num_gpus=1)
-            if writer is not None:
-                writer.close()
+            sink.close()
             m = policy_metrics(records, mode, res, False, eng.facts)
             out = {"kind": "result", **run_labels, "requests_in_flight": in_flight, "num_prompts": n,
                    "input_len": a.input_len, "output_len": a.output_len, "run_s": round(time.monotonic() - t, 3),
                    "output_throughput": m["output_throughput"], "mean_e2e_latency_s": m.get("mean_e2e_latency_s"),
                    "mean_acceptance_length": m.get("mean_acceptance_length"),
-                   "step_spread": step_spread(records), "serial": serial_gaps(list(worker.minedraft_steps), list(eng.scheduler.minedraft_waits) if psd else None),
+                   "step_spread": step_spread(records),
+                   "serial": serial_gaps(list(worker.minedraft_steps),
+                                         list(eng.scheduler.minedraft_waits) if psd else None),
                    "drafter": drafter_costs(records, rows, k) if psd else None,
-                   "runner": {key: v - runner_before[key] for key, v in compat.runner_of(worker).minedraft_stats.items()}
-                   if psd else None}
+                   "runner": {key: v - runner_before[key]
+                              for key, v in compat.runner_of(worker).minedraft_stats.items()} if psd else None}
             emit(out)
         if psd:
             for rows in rows_list:

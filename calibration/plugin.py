@@ -154,7 +154,8 @@ def plugin_file(folder: str | Path, resident: bool) -> str:
     return PLUGIN_FILE if resident or not (Path(folder) / SINGLE_BATCH_FILE).is_file() else SINGLE_BATCH_FILE
 
 
-def load_plugin_costs(folder: str | Path, field_name: str = "--profile-dir", name: str = PLUGIN_FILE) -> dict[str, float]:
+def load_plugin_costs(folder: str | Path, field_name: str = "--profile-dir",
+                      name: str = PLUGIN_FILE) -> dict[str, float]:
     """The fitted plugin costs in ``folder`` (``name``: :data:`PLUGIN_FILE`, or :data:`SINGLE_BATCH_FILE` for runs of
     the plugin before resident halves); zeros if none were fitted there."""
     path = Path(folder) / name

@@ -212,7 +212,8 @@ class DraftRunner:
                       "num_blocks": self.num_blocks, "max_num_batched_tokens": self.max_tokens,
                       "max_num_seqs": self.max_reqs, "start_s": round(time.perf_counter() - t0, 3),
                       "enforce_eager": bool(cfg.model_config.enforce_eager), "vllm_version": compat.vllm_version(),
-                      "fused_drafts": self.fused, "resident": self.runner is not None, "cpus": _cpus(), "torch_threads": _torch_threads(),
+                      "fused_drafts": self.fused, "resident": self.runner is not None, "cpus": _cpus(),
+                      "torch_threads": _torch_threads(),
                       "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
     # ---------------------------------------------------------------------------- blocks

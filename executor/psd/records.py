@@ -52,7 +52,8 @@ def step_records(policy: str, step: ScheduledStep, info: dict | None, ids: dict[
                     "forwards": d.get("forwards"), "tokens_in": d.get("tokens_in"),
                     "t_sent": clock(d["t_sent"]), "t_received": clock(d["t_received"]),
                     "bytes_sent": d.get("bytes_sent"), "bytes_received": d.get("bytes_received"),
-                    **{key: d[key] for key in ("forward_ms", "cpu_ms", "preempted", "catch_ups", "entries") if key in d}})
+                    **{key: d[key] for key in ("forward_ms", "cpu_ms", "preempted", "catch_ups", "entries")
+                       if key in d}})
     for e in info.get("events") or ():
         out.append({"type": "event", "policy": policy, **{k: v for k, v in e.items() if k != "t"},
                     "t": clock(e["t"])})
