@@ -98,6 +98,21 @@ def run_children(script: str, argv: list[str], jobs: list[tuple[object, list[str
     return rc, clock.elapsed
 
 
+def start_engine(spec, name: str, labels: dict, clock: Clock, start_s: float, warmup: int, input_len: int):
+    """A benchmark's engine, warmed up, with its ``engine`` line; None (and a ``skipped`` line) when the deadline
+    leaves no time for an engine start."""
+    from minedraft.executor.engine import Engine
+
+    if not clock.left(start_s):
+        emit({"kind": "skipped", **labels, "reason": "deadline (engine start)"})
+        return None
+    t = time.monotonic()
+    eng = Engine(spec, name=name)
+    eng.warmup(warmup, input_len, 32)
+    emit({"kind": "engine", **labels, "start_s": round(time.monotonic() - t, 1), "facts": eng.facts})
+    return eng
+
+
 def device_facts() -> dict:
     """torch's version and the GPUs it sees, for a benchmark's setup line (an error text where torch fails)."""
     try:

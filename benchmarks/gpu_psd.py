@@ -51,7 +51,7 @@ import time
 
 from _gpu_common import (  # noqa: E402 - beside this script
     ROOT, Clock, RunRecorder, add_run_flags, device_facts, emit, floats, import_minedraft, ints, run_children,
-    target_drafter_pairs)
+    start_engine, target_drafter_pairs)
 
 
 
@@ -195,7 +195,7 @@ def child(a: argparse.Namespace) -> int:
 
     from minedraft.acceptance import AcceptanceCurve
     from minedraft.executor import compat
-    from minedraft.executor.engine import Engine, EngineSpec
+    from minedraft.executor.engine import EngineSpec
     from minedraft.executor.models import check_pair, resolve_model
     from minedraft.executor.run import policy_metrics, run_policy
     from minedraft.workload import Requests
@@ -238,13 +238,9 @@ def child(a: argparse.Namespace) -> int:
                 "drafter_gpu_memory_utilization": None if kv_bytes or not shared else a.drafter_gpu_memory_utilization,
                 "drafter_kv_cache_memory_bytes": kv_bytes,
                 "psd_capacity": capacities[0] if mode == "psd" else "double"} if plugin else None)
-    if not clock.left(a.engine_start_s):
-        emit({"kind": "skipped", **labels, "reason": "deadline (engine start)"})
+    eng = start_engine(spec, f"bench-{mode}", labels, clock, a.engine_start_s, a.warmup, a.input_len)
+    if eng is None:
         return 0
-    t = time.monotonic()
-    eng = Engine(spec, name=f"bench-{mode}")
-    eng.warmup(a.warmup, a.input_len, 32)
-    emit({"kind": "engine", **labels, "start_s": round(time.monotonic() - t, 1), "facts": eng.facts})
     with eng:
         for alpha in alphas:
             if alpha is not None:

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from _gpu_common import (ROOT, Clock, RunRecorder, add_run_flags, device_facts, emit, import_minedraft, ints,
-                         run_children, target_drafter_pairs)
+                         run_children, start_engine, target_drafter_pairs)
 
 STEADY = 1.25  # p90/p10 of a run's full-batch target steps above this: not a steady run
 MODES = ("sd", "psd")
@@ -164,7 +164,7 @@ def child(a: argparse.Namespace) -> int:
 
     from minedraft.acceptance import AcceptanceCurve
     from minedraft.executor import compat
-    from minedraft.executor.engine import Engine, EngineSpec
+    from minedraft.executor.engine import EngineSpec
     from minedraft.executor.models import check_pair, resolve_model
     from minedraft.executor.psd import WORKER
     from minedraft.executor.run import policy_metrics, run_policy
@@ -196,13 +196,9 @@ def child(a: argparse.Namespace) -> int:
                 "resident_batches": bool(a.resident_batches), "drafter_kv_cache_memory_bytes": kv_bytes,
                 "drafter_gpu_memory_utilization": None if kv_bytes else a.drafter_gpu_memory_utilization,
                 "record": True} if psd else None)
-    if not clock.left(a.engine_start_s):
-        emit({"kind": "skipped", **labels, "reason": "deadline (engine start)"})
+    eng = start_engine(spec, f"costs-{mode}", labels, clock, a.engine_start_s, a.warmup, a.input_len)
+    if eng is None:
         return 0
-    t = time.monotonic()
-    eng = Engine(spec, name=f"costs-{mode}")
-    eng.warmup(a.warmup, a.input_len, 32)
-    emit({"kind": "engine", **labels, "start_s": round(time.monotonic() - t, 1), "facts": eng.facts})
     worker = compat.engine_worker(eng.engine)
     with eng:
         for rows in rows_list:

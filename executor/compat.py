@@ -329,14 +329,20 @@ def verify_scheduler_output(cached, drafts: dict[str, list[int]], num_groups: in
     return so
 
 
+def engine_core_worker(core):
+    """The worker of an in-process engine core (``uni`` executor; same path in 0.26 and 0.32): the plugin's
+    ``PSDWorker`` where it is used."""
+    return core.model_executor.driver_worker.worker
+
+
 def engine_worker(engine):
-    """The worker of an in-process ``LLMEngine`` (``uni`` executor): the plugin's ``PSDWorker`` where it is used."""
-    return engine_core(engine).model_executor.driver_worker.worker
+    """The worker of an in-process ``LLMEngine``."""
+    return engine_core_worker(engine_core(engine))
 
 
 def engine_core_runner(core):
-    """The model runner of an in-process engine core (``uni`` executor; same path in 0.26 and 0.32)."""
-    return runner_of(core.model_executor.driver_worker.worker)
+    """The model runner of an in-process engine core."""
+    return runner_of(engine_core_worker(core))
 
 
 def engine_core_kv_layout(core) -> tuple[int, int, int]:

@@ -84,7 +84,7 @@ class SyntheticAcceptance:
         idx = host.to(dev, non_blocking=True)
         rows_t, acc_t, gather_t = idx[:b], idx[b:2 * b], idx[2 * b:]
         if not self.checked:
-            self._check_layout(metadata, n, rows_t, acc)
+            self._check_layout(metadata, n, starts, rows_t, acc)
         dtype = out.sampled_token_ids.dtype
         nxt = logits[rows_t].argmax(dim=-1).to(dtype)
         padded = torch.cat([metadata.draft_token_ids.to(dtype), torch.full((1,), -1, dtype=dtype, device=dev)])
@@ -95,11 +95,10 @@ class SyntheticAcceptance:
             new, (0, width - kmax - 1), value=-1)
         return out
 
-    def _check_layout(self, metadata, n: np.ndarray, rows_t, acc: np.ndarray) -> None:
+    def _check_layout(self, metadata, n: np.ndarray, starts: np.ndarray, rows_t, acc: np.ndarray) -> None:
         """Once: the logits rows computed from the layout equal vLLM's own target and bonus indices."""
         tgt = metadata.target_logits_indices.cpu().numpy()
         bonus = metadata.bonus_logits_indices.cpu().numpy()
-        starts = np.cumsum(n) - n
         want = np.where(acc < n, tgt[np.minimum(starts + acc, max(len(tgt) - 1, 0))], bonus)
         if not np.array_equal(rows_t.cpu().numpy(), want):
             raise RuntimeError("minedraft synthetic acceptance: vLLM's logits layout is not the one this code assumes")
