@@ -237,7 +237,8 @@ def child(a: argparse.Namespace) -> int:
                 "drafter_cudagraph_mode": a.drafter_cudagraph_mode,
                 "drafter_gpu_memory_utilization": None if kv_bytes or not shared else a.drafter_gpu_memory_utilization,
                 "drafter_kv_cache_memory_bytes": kv_bytes,
-                "psd_capacity": capacities[0] if mode == "psd" else "double"} if plugin else None)
+                "psd_capacity": capacities[0] if mode == "psd" else "double",
+                **({"psd_split": "always"} if mode == "psd" else {})} if plugin else None)
     eng = start_engine(spec, f"bench-{mode}", labels, clock, a.engine_start_s, a.warmup, a.input_len)
     if eng is None:
         return 0

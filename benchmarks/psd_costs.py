@@ -192,7 +192,7 @@ def child(a: argparse.Namespace) -> int:
         synthetic_rates=None if psd or curve is None or not compat.synthetic_supported() else curve.vllm_rates(k),
         extra_args={} if psd else {"worker_cls": WORKER},
         plugin={"mode": "psd", "drafter_device": "same", "accept_curve": curve.to_json() if curve else None,
-                "psd_capacity": "double",
+                "psd_capacity": "double", "psd_split": "always",  # the published schedule: its costs are measured
                 "resident_batches": bool(a.resident_batches), "drafter_kv_cache_memory_bytes": kv_bytes,
                 "drafter_gpu_memory_utilization": None if kv_bytes else a.drafter_gpu_memory_utilization,
                 "record": True} if psd else None)
@@ -215,6 +215,7 @@ def child(a: argparse.Namespace) -> int:
             records = sink.records
 
             runner_before = dict(compat.runner_of(worker).minedraft_stats) if psd else None
+            sends_before = dict(eng.scheduler.sends) if psd else None
             worker.minedraft_steps.clear()
             if psd:
                 eng.scheduler.minedraft_waits.clear()
@@ -232,7 +233,10 @@ def child(a: argparse.Namespace) -> int:
                                          list(eng.scheduler.minedraft_waits) if psd else None),
                    "drafter": drafter_costs(records, rows, k) if psd else None,
                    "runner": {key: v - runner_before[key]
-                              for key, v in compat.runner_of(worker).minedraft_stats.items()} if psd else None}
+                              for key, v in compat.runner_of(worker).minedraft_stats.items()} if psd else None,
+                   # where the drafter ops were sent: at_launch (while the target's forward runs), at_schedule, or
+                   # at_barrier (a driver that never called get_grammar_bitmask)
+                   "sends": {key: v - sends_before[key] for key, v in eng.scheduler.sends.items()} if psd else None}
             emit(out)
         if psd:
             for rows in rows_list:

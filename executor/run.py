@@ -63,6 +63,8 @@ class ExecOptions:
     warmup: int = 2
     async_scheduling: bool = False  # pinned off (vLLM's draft_model default); True = vLLM's GPU default for AR
     psd_capacity: str = "double"  # psd: each half holds max_num_seqs (published) | split
+    psd_split: str = "auto"  # psd: two halves only while they pay (auto) | always (published)
+    psd_split_rows: int | None = None  # psd auto: requests in flight from which it splits (None: one batch is full)
     drafter_device: str = "auto"  # psd/pearl (and sd with sd_drafter="own"): auto | same | cpu | cuda:N
     drafter_fused: bool = False  # the plugin's drafter: one runner pass per op (PluginConfig.drafter_fused)
     sd_drafter: str = "shared"  # sd: vLLM's draft_model (shared) | the plugin's mode "sd" (own: drafter process)
@@ -111,6 +113,8 @@ def engine_spec(policy: str, opts: ExecOptions, models: Models, requests: Reques
                   "accept_curve": opts.curve.to_json() if opts.curve is not None else None}
         if policy == "psd":
             plugin["psd_capacity"] = opts.psd_capacity
+            plugin["psd_split"] = opts.psd_split
+            plugin["psd_split_rows"] = opts.psd_split_rows
     need = needed_model_len(requests, opts.k if spec_on else 0)
     mml = opts.max_model_len or need
     require(mml >= need, "--max-model-len", f"must hold the longest request ({need} tokens with k + 1)", mml)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minedraft.ops import DRAFT, DRAFT_PREFILL, TARGET
+from minedraft.ops import DRAFT, DRAFT_PREFILL, TARGET, VERIFY
 from minedraft.trace import KIND_CODE, RES_CODE, Trace
 
 #: The keys every ``--json`` result carries (simulator and executor alike), in this order.
@@ -87,5 +87,22 @@ def compute_metrics(trace: Trace) -> dict:
         "target_idle_s": max(0.0, makespan - busy_t),
         "acceptance_rates": (trace.pos_accepted[:npos] / reached[:npos]).tolist() if npos else [],
         "num_ops": trace.num_ops,
+        "split_fraction": split_fraction(trace) if trace.policy == "psd" else None,
     }
     return m
+
+
+def split_fraction(trace: Trace) -> float | None:
+    """PSD: the share of its decode steps run as two halves, a verify with a draft op of the other half started
+    inside it (the rest: a draft or a verify alone, as one batch runs and as two halves start). None without any."""
+    verify = trace.ops_of(VERIFY)
+    draft = trace.ops_of(DRAFT)
+    vs, ve = trace.op_t_start[verify], trace.op_t_end[verify]
+    order = np.argsort(vs, kind="stable")
+    vs, ve = vs[order], ve[order]
+    ds = trace.op_t_start[draft]
+    i = np.searchsorted(vs, ds + 1e-9, side="right") - 1  # the verify started last at or before each draft op
+    beside = (i >= 0) & (ds < ve[np.maximum(i, 0)])
+    split = int(np.unique(i[beside]).size)
+    total = len(vs) + len(ds) - split
+    return split / total if total else None

@@ -107,3 +107,103 @@ def test_pearl_full_acceptance_is_fast():
     # all accepted (drafts and guesses): one probe (1 token) then 3 tokens a step; none: a token a step
     assert sum(k == VERIFY for k, *_ in full) == 1 + 4
     assert sum(k == VERIFY for k, *_ in none) == 12
+
+
+# ------------------------------------------------------------------ PSD auto: one batch or two halves
+def drive_phased(cfg, n, out, arrive_at, accept=lambda k: k):
+    """Like ``drive``, with requests arriving in groups: ``arrive_at`` maps an op count to the ids arriving then.
+    Returns the op log (kind, reqs, batch_id, step) and the policy."""
+    out = np.broadcast_to(np.asarray(out), (n,)).copy()
+    p = POLICIES["psd"](cfg, np.full(n, 5), out)
+    log, inflight, free, step, done_ops = [], [], set(RESOURCES), 0, 0
+    for _ in range(100_000):
+        for at in [a for a in arrive_at if a <= done_ops]:
+            p.arrive(arrive_at.pop(at))
+        ops = p.next_ops(frozenset(free))
+        if ops:
+            step += 1
+        for op in ops:
+            assert op.resource in free
+            free.discard(op.resource)
+            log.append((op.kind, tuple(op.reqs.tolist()), op.batch_id, step))
+        inflight += ops
+        if not inflight:
+            if not arrive_at:
+                break
+            done_ops = min(arrive_at)
+            continue
+        op = inflight.pop(0)
+        res = OpResult()
+        if op.kind == VERIFY:
+            res.accepted = np.array([accept(int(x)) for x in op.verify_lengths])
+        p.on_done(op, res)
+        free.add(op.resource)
+        done_ops += 1
+    assert p.idle and p.num_finished == n and np.all(p.generated == out)
+    return log, p
+
+
+def _steps(log):
+    by = {}
+    for kind, reqs, half, step in log:
+        by.setdefault(step, []).append((kind, reqs, half))
+    return by
+
+
+def test_psd_auto_runs_one_batch_below_its_threshold_like_sd_with_the_drafter_apart():
+    cfg = PolicyConfig(max_num_seqs=8, num_speculative_tokens=2, psd_split="auto", psd_split_rows=6)
+    log, p = drive_phased(cfg, 4, 9, {0: list(range(4))}, accept=lambda k: 1)
+    decode = [(k, r, h) for k, r, h, _ in log if k in (DRAFT, VERIFY)]
+    assert decode and all(h == 0 for *_, h in decode)  # one batch: half 0 only
+    for ops in _steps(log).values():  # never a verify beside a draft: drafted, then verified
+        assert len(ops) == 1 or {k for k, *_ in ops} <= {PREFILL, DRAFT_PREFILL}
+    kinds = [k for k, *_ in decode]
+    assert kinds[:4] == [DRAFT, VERIFY, DRAFT, VERIFY] and p.steps_split == 0 and p.steps_one == len(decode)
+    # always: the same requests run as two halves of two
+    log2, p2 = drive_phased(PolicyConfig(max_num_seqs=8, num_speculative_tokens=2), 4, 9, {0: list(range(4))},
+                            accept=lambda k: 1)
+    assert {h for k, _, h, _ in log2 if k == VERIFY} == {0, 1} and p2.steps_split > 0
+
+
+def test_psd_auto_splits_under_load_merges_when_it_drains_and_loses_nothing():
+    """Three requests (one batch), then twelve more (two halves), then the load drains (one batch again): every
+    request ends with exactly its tokens, and each is drafted, verified, drafted, ... never drafted twice in a
+    row (no draft thrown away) nor verified without drafts."""
+    cfg = PolicyConfig(max_num_seqs=8, num_speculative_tokens=3, psd_split="auto", psd_split_rows=6)
+    n = 15
+    out = np.where(np.arange(n) < 3, 120, 30)  # the first three outlast the burst
+    log, p = drive_phased(cfg, n, out, {0: [0, 1, 2], 12: list(range(3, n))}, accept=lambda k: k // 2)
+    assert p.steps_split > 0 and p.steps_one > 0
+    steps = _steps(log)
+    modes = []
+    for ops in steps.values():
+        kinds = sorted(k for k, *_ in ops)
+        if DRAFT in kinds or VERIFY in kinds:
+            modes.append("two" if kinds == [DRAFT, VERIFY] else "one")
+    first_two, last_two = modes.index("two"), len(modes) - 1 - modes[::-1].index("two")
+    assert "one" in modes[:first_two] and "one" in modes[last_two + 1:]  # one batch, two halves, one batch again
+    last = {}
+    for kind, reqs, half, step in log:
+        if kind not in (DRAFT, VERIFY):
+            continue
+        for r in reqs:
+            assert last.get(r) != kind, (r, kind, step)
+            assert kind == DRAFT or last.get(r) == DRAFT, (r, step)
+            last[r] = kind
+    # hysteresis: merging waits until at most 3/4 of the threshold run (6 -> 4), so no flapping at the edge
+    switches = sum(a != b for a, b in zip(modes, modes[1:]))
+    assert switches <= 4, modes
+
+
+def test_psd_auto_halves_fit_one_engine_batch_each():
+    """A live engine (psd_limit_halves): one batch never holds more than max_num_seqs; a burst splits it."""
+    cfg = PolicyConfig(max_num_seqs=4, num_speculative_tokens=2, psd_split="auto", psd_limit_halves=True)
+    log, p = drive_phased(cfg, 8, 6, {0: list(range(8))})
+    assert max(len(r) for k, r, *_ in log if k in (DRAFT, VERIFY)) <= 4 and p.steps_split > 0
+
+
+def test_psd_split_config_is_validated():
+    for field, value in [("psd_split", "sometimes"), ("psd_split_rows", 1), ("psd_split_rows", 2.5)]:
+        with pytest.raises(InputError) as e:
+            PolicyConfig(**{field: value})
+        assert field in str(e.value)

@@ -67,7 +67,7 @@ def ar_engine(pair):
 
 @pytest.fixture(scope="session")
 def psd_engine(pair):
-    with _engine(pair, {"mode": "psd"}) as e:
+    with _engine(pair, {"mode": "psd", "psd_split": "always"}) as e:  # the published schedule; auto: reconfigure
         yield e
 
 
@@ -254,6 +254,64 @@ def test_psd_halves_stay_resident_in_the_targets_runner(greedy_runs, psd_engine)
     _, res = _run(psd_engine, "psd", req)
     again = {k: v - before[k] for k, v in runner.minedraft_stats.items()}
     assert res.tokens == ar and again["rows_readded"] <= 1.5 * len(req), again
+
+
+def test_psd_sends_drafter_ops_while_the_targets_forward_is_launched(greedy_runs, psd_engine):
+    """drafter_send=launch (a GPU build's default): each step's drafter op is packed and sent from vLLM's
+    get_grammar_bitmask, which the engine calls between launching the target's forward and waiting for its
+    tokens; greedy output still equals AR's. The CPU build's default sends it before the forward (the forward
+    runs on the host thread there)."""
+    req, runs = greedy_runs
+    sched = psd_engine.scheduler
+    assert not sched.send_at_launch and runs["psd"][0][0]["config"]["executor"]["plugin"]["drafter_send"] == "schedule"
+    before = dict(sched.sends)
+    sched.send_at_launch = True
+    try:
+        records, res = _run(psd_engine, "psd", req)
+    finally:
+        sched.send_at_launch = False
+    sent = {k: v - before[k] for k, v in sched.sends.items()}
+    drafts = _ops(records, op="draft")
+    assert res.tokens == runs["ar"][1].tokens
+    # every step's draft op went out at the target's launch; only draft_prefill sub-steps (the barrier's own
+    # follow-ups, no target forward to hide behind) are sent directly
+    assert sent["at_launch"] == len(drafts) >= 20 and sent["at_schedule"] == sent["at_barrier"] == 0, sent
+    for d in drafts:
+        assert d["t_sent"] <= d["t_start"]
+
+
+def test_psd_auto_switches_between_one_batch_and_two_halves_mid_run_and_stays_exact(greedy_runs, psd_engine):
+    """psd_split=auto on vLLM: two requests run as one batch (drafted, then verified), the rest arrive and split it
+    into two halves, and as they finish the halves merge again; greedy output equals AR's token for token and
+    every request finishes (no KV block, request or draft lost at a switch)."""
+    from minedraft.metrics import split_fraction
+
+    req, runs = greedy_runs
+    ar = runs["ar"][1].tokens
+    sched = psd_engine.scheduler
+    online = Requests(arrival=np.where(np.arange(len(req)) < 2, 0.0, 0.6), prompt_len=req.prompt_len,
+                      output_len=np.where(np.arange(len(req)) < 2, req.output_len, req.output_len // 3))
+    sched.reconfigure(psd_split="auto", psd_split_rows=3)
+    try:
+        records, res = _run(psd_engine, "psd", online, online=True)
+        plan = sched.plan
+        assert plan.auto and plan.split_rows == 3 and sched.facts["psd_split"] == "auto"
+    finally:
+        sched.reconfigure(psd_split="always", psd_split_rows=None)
+    assert not sched.plan.auto
+    for rid in range(len(req)):
+        assert res.tokens[rid] == ar[rid][:int(online.output_len[rid])], rid
+    by_step = {}
+    for r in _ops(records):
+        if r["op"] in ("draft", "verify"):
+            by_step.setdefault(r["step"], set()).add(r["op"])
+    modes = ["two" if ops == {"draft", "verify"} else "one" for _, ops in sorted(by_step.items())]
+    assert "two" in modes, modes
+    first, last = modes.index("two"), len(modes) - 1 - modes[::-1].index("two")
+    assert "one" in modes[:first] and "one" in modes[last + 1:], modes  # one batch, two halves, one batch
+    assert plan.steps_split > 0 and plan.steps_one > 0
+    frac = split_fraction(trace_from_records(records)["psd"])
+    assert 0 < frac < 1
 
 
 def test_psd_drafter_copies_stay_resident_between_ops(greedy_runs):

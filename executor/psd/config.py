@@ -60,7 +60,18 @@ class PluginConfig:
         "vLLM's cudagraph_mode for the drafter's engine: auto (FULL on a GPU build: every pass under full CUDA "
         "graphs, an op's mixed first pass and prefill chunks included; none on the CPU build), or one of vLLM's "
         "modes (None: vLLM's default, FULL_AND_PIECEWISE)", "auto")
+    drafter_send: str = _help(
+        "when the engine packs and sends each step's drafter op: launch (after the target's forward is launched, "
+        "while the GPU runs it: off the serial path between two target steps), schedule (before the target's "
+        "forward; the CPU build's forward runs on the host thread, so a send after it would not overlap), or auto "
+        "(launch on a GPU build, schedule on the CPU build)", "auto")
     psd_capacity: str = _help("double: each half holds max_num_seqs (published); split: halves share it", "double")
+    psd_split: str = _help("psd's schedule: auto (two halves only from psd_split_rows requests in flight, else one "
+                           "batch drafted then verified; hysteretic: minedraft.policies.psd) | always (two halves: the "
+                           "published schedule)", "auto")
+    psd_split_rows: int | None = _help("auto: requests in flight from which psd splits (minedraft-exec passes the "
+                                       "step model's threshold when it has one); None: only when one batch (max_num_seqs "
+                                       "rows) cannot hold them", None)
     k_schedule: tuple[tuple[int, int, int], ...] | None = _help(
         "k per (half-)batch size: inclusive (start, end, k) ranges, capped at num_speculative_tokens", None)
     accept_curve: dict | str | None = _help(
@@ -105,6 +116,11 @@ class PluginConfig:
                     f"must be auto or one of {', '.join(CUDAGRAPH_MODES)}", self.drafter_cudagraph_mode)
         require(not (self.drafter_fused and self.drafter_uniform_passes), "minedraft.drafter_uniform_passes",
                 "must be false with drafter_fused (a fused op is one runner pass)", self.drafter_uniform_passes)
+        require(self.psd_split in ("auto", "always"), "minedraft.psd_split", "must be auto or always", self.psd_split)
+        if self.psd_split_rows is not None:
+            _int(self.psd_split_rows, "minedraft.psd_split_rows", 2, 1 << 20)
+        require(self.drafter_send in ("auto", "launch", "schedule"), "minedraft.drafter_send",
+                "must be auto, launch or schedule", self.drafter_send)
         require(self.psd_capacity in ("double", "split"), "minedraft.psd_capacity", "must be double or split",
                 self.psd_capacity)
         if self.k_schedule is not None:

@@ -103,6 +103,8 @@ class PSDScheduler(Scheduler):
         if rows * (self.k + 1) > budget:
             raise ValueError(f"max_num_batched_tokens {budget} cannot verify {rows} rows of 1 + k = {self.k + 1} "
                              f"tokens in one step; raise it to at least {rows * (self.k + 1)}")
+        self.psd_split = self.psd.psd_split if self.psd.mode == "psd" else "always"
+        self.psd_split_rows = self.psd.psd_split_rows
         self._new_policy(m, self.psd.psd_capacity)
         self.book = DraftBook()
         self.held: dict[int, object] = {}  # policy id -> vLLM Request, not yet admitted
@@ -112,6 +114,12 @@ class PSDScheduler(Scheduler):
         self.to_free: list[int] = []  # drafter copies to release with the next drafter op
         self.step: Step | None = None
         self.next_ops: list[Op] | None = None
+        self.unsent: Op | None = None  # the step's drafter op, sent once the target's forward is launched
+        from minedraft.executor import compat
+
+        send = self.psd.drafter_send
+        self.send_at_launch = send == "launch" or (send == "auto" and not compat.is_cpu_build())
+        self.sends = {"at_launch": 0, "at_schedule": 0, "at_barrier": 0}  # drafter ops by where they were sent
         self.rng = np.random.default_rng([self.psd.synthetic_seed, 0x5053])
         self.fallback: str | None = None  # why speculation stopped (None: it runs)
         self.events: list[dict] = []
@@ -122,6 +130,7 @@ class PSDScheduler(Scheduler):
         self._waited = 0.0
         self.drafter = self._start_drafter(rows)
         self.facts = {"mode": self.psd.mode, "k": self.k, "resident_batches": self.psd.resident_batches,
+                      "drafter_send": "launch" if self.send_at_launch else "schedule",
                       "drafter": dict(self.drafter.facts)}
         self._update_facts()
 
@@ -139,6 +148,7 @@ class PSDScheduler(Scheduler):
                              "max_num_seqs")
         pcfg = PolicyConfig(max_num_seqs=m, num_speculative_tokens=self.k, k_schedule=self.psd.k_schedule,
                             psd_capacity=psd_capacity, max_num_batched_tokens=int(self.max_num_scheduled_tokens),
+                            psd_split=self.psd_split, psd_split_rows=self.psd_split_rows,
                             kv_capacity_tokens=kv_tokens, psd_limit_halves=True,  # a half is one vLLM batch
                             sd_drafter="own")
         # the policy object is ``plan``: vLLM's Scheduler owns ``self.policy`` (its FCFS/priority queue policy,
@@ -150,13 +160,17 @@ class PSDScheduler(Scheduler):
     def _update_facts(self) -> None:
         halves = self.psd.mode == "psd"
         self.facts.update({"psd_capacity": self.psd_capacity if halves else None, "capacity": self.capacity,
+                           "psd_split": self.plan.cfg.psd_split if halves else None,
+                           "psd_split_rows": self.plan.split_rows if halves and self.plan.auto else None,
                            "half_capacity": self.half_capacity if halves else None,
                            "max_num_seqs": int(self.plan.cfg.max_num_seqs), "kv_capacity_tokens": self.kv_tokens,
                            "synthetic_acceptance": self.curve.to_json() if self.curve is not None else None})
 
     # --------------------------------------------------------------- knobs between runs (idle only)
-    def reconfigure(self, max_num_seqs: int | None = None, psd_capacity: str | None = None) -> None:
-        """A new policy for the next run (idle engine only): max_num_seqs up to the engine's, PSD capacity."""
+    def reconfigure(self, max_num_seqs: int | None = None, psd_capacity: str | None = None,
+                    psd_split: str | None = None, psd_split_rows: int | None | str = "keep") -> None:
+        """A new policy for the next run (idle engine only): max_num_seqs up to the engine's, PSD capacity, PSD's
+        schedule (auto or always) and its threshold (None: split when one batch is full)."""
         if self.held or self.running or self.waiting or self.step is not None:
             raise RuntimeError("reconfigure the PSD/PEARL policy only while the engine is idle")
         m = int(max_num_seqs or self.plan.cfg.max_num_seqs)
@@ -165,6 +179,12 @@ class PSDScheduler(Scheduler):
         cap = psd_capacity or self.psd_capacity
         if cap not in ("double", "split"):
             raise ValueError(f"psd_capacity must be double or split; got {cap}")
+        if psd_split is not None:
+            if self.psd.mode != "psd" or psd_split not in ("auto", "always"):
+                raise ValueError(f"psd_split must be auto or always, for mode psd; got {psd_split} ({self.psd.mode})")
+            self.psd_split = psd_split
+        if psd_split_rows != "keep":
+            self.psd_split_rows = psd_split_rows
         self._new_policy(m, cap)
         self.next_ops = None
         self._update_facts()
@@ -346,8 +366,32 @@ class PSDScheduler(Scheduler):
             for pid in target.reqs.tolist():
                 req = self.held.pop(pid)
                 Scheduler.add_request(self, req)
-        if draft is not None:
+        if draft is None:
+            return
+        if self.send_at_launch:
+            self.unsent = draft  # packed and sent in get_grammar_bitmask, while the target's forward runs
+        else:
             self._send_draft(draft)
+            self.sends["at_schedule"] += 1
+
+    def get_grammar_bitmask(self, scheduler_output):
+        """vLLM's engine step calls this between launching the target's forward and waiting for its tokens (sync
+        scheduling): the drafter op's packing and send run here, off the serial path between two target steps."""
+        out = super().get_grammar_bitmask(scheduler_output)
+        self._flush_draft("at_launch")
+        return out
+
+    def _flush_draft(self, where: str) -> None:
+        """Send the step's drafter op if it is not sent yet (a driver that skips get_grammar_bitmask gets it at the
+        barrier, from update_from_output)."""
+        op, self.unsent = self.unsent, None
+        if op is None or self.fallback is not None:
+            return
+        try:
+            self._send_draft(op)
+            self.sends[where] += 1
+        except DrafterFailed as exc:
+            self._stop_speculating(f"drafter failed: {exc}")
 
     def _send_draft(self, op: Op) -> None:
         st = self.step
@@ -432,6 +476,9 @@ class PSDScheduler(Scheduler):
         """The barrier: the drafter's outcome, then the target's, into the policy; drops; follow-ups."""
         drafts = None
         if st.draft is not None:
+            self._flush_draft("at_barrier")
+            if self.fallback is not None:
+                return
             drafts, info = self._drafter_result()
             if self.psd.record:
                 st.draft_info.append(self._draft_record(st.draft, info))
@@ -513,7 +560,7 @@ class PSDScheduler(Scheduler):
         logger.error("minedraft %s: %s; continuing without speculation", self.psd.mode, why)
         self.fallback = why
         self.events.append({"event": "speculation_stopped", "reason": why, "t": time.perf_counter()})
-        self.step, self.next_ops = None, None
+        self.step, self.next_ops, self.unsent = None, None, None
         for req in self.running:
             req.spec_token_ids = []
         try:

@@ -91,6 +91,12 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-speculative-tokens-per-batch-size", default=None,
                    help="k by batch size, vLLM's form: '[[1,16,5],[17,64,3]]' or '1-16:5,17-64:3'")
     g.add_argument("--psd-capacity", default="double", help="double (published: 2x max_num_seqs) | split")
+    g.add_argument("--psd-split", default="auto",
+                   help="PSD's schedule: auto (two halves only while the step model says they pay, else one batch "
+                        "drafted then verified like SD; hysteretic) | always (two halves: the published schedule)")
+    g.add_argument("--psd-split-rows", default=None,
+                   help="with --psd-split auto: requests in flight from which PSD splits (default: the step model's "
+                        "threshold, minedraft.theory.split_threshold)")
     g.add_argument("--sd-drafter", default="shared", help="SD drafter placement: shared (target GPU) | own")
     g.add_argument("--psd-drafter", default="own", help="PSD/PEARL drafter placement: own (published) | shared "
                    "(time-shares the target's GPU)")
@@ -213,6 +219,7 @@ def policy_config(a: argparse.Namespace) -> PolicyConfig:
         else None
     mbt = _opt(a.max_num_batched_tokens)
     kv = _opt(getattr(a, "kv_cache_tokens", None))
+    rows = _opt(getattr(a, "psd_split_rows", None))
     return PolicyConfig(
         max_num_seqs=as_int(a.max_num_seqs, "--max-num-seqs", 1, 1 << 16),
         num_speculative_tokens=k,
@@ -220,6 +227,8 @@ def policy_config(a: argparse.Namespace) -> PolicyConfig:
         psd_capacity=as_choice(a.psd_capacity, "--psd-capacity", ("double", "split")),
         sd_drafter=as_choice(a.sd_drafter, "--sd-drafter", ("shared", "own")),
         psd_drafter=as_choice(a.psd_drafter, "--psd-drafter", ("own", "shared")),
+        psd_split=as_choice(getattr(a, "psd_split", "always"), "--psd-split", ("auto", "always")),
+        psd_split_rows=as_int(rows, "--psd-split-rows", 2, 1 << 20) if rows else None,
         tetris_extra=as_int(a.tetris_extra_proposals, "--tetris-extra-proposals", 0, 16),
         tetris_capacity=as_int(a.tetris_capacity, "--tetris-capacity", 0, 1 << 30),
         max_num_batched_tokens=as_int(mbt, "--max-num-batched-tokens", 1, 1 << 30) if mbt else None,

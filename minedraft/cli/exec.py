@@ -132,7 +132,8 @@ def exec_options(a: argparse.Namespace, cfg, curve, model_root: str, speculative
                 kv_cache_memory_bytes=int(kvm * (1 << 30)) if kvm else None, gpu_memory_utilization=gmu,
                 max_model_len=mml, enforce_eager=None if eager == "auto" else eager == "on", dtype=dtype,
                 seed=0, temperature=temp, warmup=warmup, async_scheduling=async_on, model_root=model_root,
-                psd_capacity=cfg.psd_capacity, drafter_device=dev, drafter_fused=fused == "on",
+                psd_capacity=cfg.psd_capacity, psd_split=cfg.psd_split, psd_split_rows=cfg.psd_split_rows,
+                drafter_device=dev, drafter_fused=fused == "on",
                 sd_drafter=cfg.sd_drafter, engine_process=where)
 
 

@@ -35,6 +35,12 @@ class PolicyConfig:
     psd_limit_halves: bool = _help("PSD: each half is one engine batch of at most max_num_seqs rows; newcomers that "
                                    "would overflow the just-verified half join the other (a live vLLM engine: the "
                                    "plugin sets it). Off: a burst may grow one half beyond its share", False)
+    psd_split: str = _help("PSD's schedule: always (two halves whenever two can be formed: the published schedule) or "
+                           "auto (two halves only from psd_split_rows requests in flight; fewer run as one batch, "
+                           "drafted then verified like SD, with the drafter where PSD's is; hysteretic)", "always")
+    psd_split_rows: int | None = _help("auto: requests in flight from which PSD splits (the step model's threshold, "
+                                       "minedraft.theory.split_threshold); it merges again at or below 3/4 of it. "
+                                       "None: split only when one batch cannot hold the requests", None)
     psd_drafter: str = _help("where PSD's and PEARL's drafter runs: own (a GPU of its own, published) or shared "
                              "(the target's GPU, time-shared: the plugin's one-GPU layout)", "own")
     sd_drafter: str = _help("where SD's drafter runs: shared (the target's GPUs, as vLLM) or own (a GPU of its own)",
@@ -54,6 +60,9 @@ class PolicyConfig:
         require(self.psd_capacity in ("double", "split"), "psd_capacity", "must be double or split", self.psd_capacity)
         require(isinstance(self.psd_limit_halves, bool), "psd_limit_halves", "must be true or false",
                 self.psd_limit_halves)
+        require(self.psd_split in ("always", "auto"), "psd_split", "must be always or auto", self.psd_split)
+        if self.psd_split_rows is not None:
+            _int_in(self.psd_split_rows, "psd_split_rows", 2, 1 << 20)
         require(self.psd_drafter in ("own", "shared"), "psd_drafter", "must be own or shared", self.psd_drafter)
         require(self.sd_drafter in ("shared", "own"), "sd_drafter", "must be shared or own", self.sd_drafter)
         require(self.prefill_mode in ("separate", "chunked"), "prefill_mode", "must be separate or chunked",

@@ -12,6 +12,21 @@ drafted, verified, drafted, ... The published schedule, which this follows:
 - no drafts yet (first decode step) or one half empty: the step degrades to sequential SD;
 - TETRIS: draft k + e; a half with at least its share of max_num_seqs verifies the best ``budget``
   prefixes (selection runs on the drafter's GPU, hidden).
+
+``psd_split="auto"`` (minedraft's adaptive schedule, beyond the published one): two halves only pay when the
+drafter's op hides behind the other half's verify and halving the verify saves more than the lost overlap costs;
+with few requests in flight a PSD cycle verifies each request half as often for nothing. So the policy runs
+**one batch** (all requests in half 0: drafted, then verified, like SD with PSD's drafter) below
+``psd_split_rows`` requests in flight (the step model's threshold, ``minedraft.theory.split_threshold``) and
+two halves from it on; it merges again only at or below ``MERGE_SHARE`` of it (hysteresis). Switches happen at
+step boundaries and lose nothing:
+
+- one -> two: when the batch was just verified (no drafts in flight), its tail moves to half 1; the next step
+  drafts half 0 alone, then the halves alternate (the published warm-up); newcomers that would push one batch
+  past the threshold (or past one engine batch) split it at admission;
+- two -> one: the half holding drafts is verified alone (its drafts are used, nothing re-drafted), then both
+  halves, neither holding drafts, merge into half 0;
+- in one batch, newcomers are admitted after a verify, before the batch is drafted.
 """
 
 from __future__ import annotations
@@ -21,6 +36,9 @@ import numpy as np
 from minedraft.ops import DRAFT, DRAFT_PREFILL, DRAFTER, PREFILL, TARGET, VERIFY, Op, OpResult
 from minedraft.errors import require
 from minedraft.policies.base import EMPTY, Lockstep, tetris_lengths
+
+#: auto: two halves merge back into one batch at or below this share of psd_split_rows (hysteresis)
+MERGE_SHARE = 0.75
 
 
 def half_capacity(cfg) -> int:
@@ -48,6 +66,17 @@ class PSD(Lockstep):
         self.pending_half = EMPTY  # the half each pending request joins
         self.step_drafted: int | None = None
         self.warm = False  # decoding has started: admission follows the just-verified half
+        self.auto = cfg.psd_split == "auto"
+        # auto: split from split_rows requests in flight (None: only when one batch cannot hold them); merge at or
+        # below merge_rows
+        # (one batch holds at most max_num_seqs requests, as one engine batch does)
+        m = cfg.max_num_seqs
+        self.split_rows = max(2, min(cfg.psd_split_rows if cfg.psd_split_rows is not None else m + 1, m + 1))
+        self.merge_rows = int(MERGE_SHARE * self.split_rows)
+        self.split = not self.auto  # two halves now (always: from the start)
+        self.merging = False  # auto: verifying the half with drafts alone, then merging
+        self.steps_split = 0  # decode steps run as two halves (a verify beside a draft of the other half)
+        self.steps_one = 0  # decode steps run as one batch (a draft or a verify alone)
 
     @property
     def num_running(self) -> int:
@@ -76,7 +105,11 @@ class PSD(Lockstep):
     def _plan(self) -> list[Op]:
         if len(self.pending_prefill):
             return [Op(DRAFT_PREFILL, DRAFTER, self.pending_prefill, new_step=False)]
-        new = self.admit(self.capacity - self.num_running)
+        if self.auto:
+            self._switch()
+        # one batch: newcomers join after its verify, before it is drafted
+        room = self.capacity - self.num_running if self.split or self.ready is None else 0
+        new = self.admit(room)
         if len(new):
             self.pending_half = self._assign_halves(len(new))
             return [Op(PREFILL, TARGET, new)]
@@ -88,13 +121,45 @@ class PSD(Lockstep):
         else:  # nothing drafted yet: draft one half alone (sequential), the other joins next step
             d = 0 if len(self.halves[0]) else 1
         self.step_drafted = None
-        if len(self.halves[d]):
+        if len(self.halves[d]) and not self.merging:
             k = self.k_for(len(self.halves[d])) + self.cfg.tetris_extra
             ops.append(Op(DRAFT, DRAFTER, self.halves[d], k=k, batch_id=d))
             self.step_drafted = d
+        if len(ops) == 2:
+            self.steps_split += 1
+        elif ops:
+            self.steps_one += 1
         return ops
 
+    # ----------------------------------------------------------------- auto: one batch or two halves
+    def _switch(self) -> None:
+        """At a step boundary: split one batch, or start merging two halves (see the module's docstring)."""
+        n = len(self.halves[0]) + len(self.halves[1])
+        if self.split:
+            self.merging = n <= self.merge_rows
+            if self.merging and self.ready is None:  # neither half holds drafts: one batch from now on
+                self.halves = [np.concatenate(self.halves), EMPTY]
+                self.split = self.merging = False
+        elif self.ready is None and n >= self.split_rows:
+            self._split_batch(0)
+
+    def _split_batch(self, incoming: int) -> None:
+        """Two halves from the one batch (no drafts in flight): its tail moves to half 1, leaving room for
+        ``incoming`` newcomers so that both halves end up about equal."""
+        one = self.halves[0]
+        keep = max(0, min(len(one), (len(one) + incoming + 1) // 2))
+        self.halves = [one[:keep], np.concatenate([self.halves[1], one[keep:]])]
+        self.split, self.merging = True, False
+
     def _assign_halves(self, n: int) -> np.ndarray:
+        if not self.split:  # one batch (no drafts in flight: admission waits for its verify)
+            total = len(self.halves[0]) + n
+            if total < self.split_rows:
+                return np.zeros(n, dtype=np.int64)
+            self._split_batch(n)  # the newcomers make two halves pay (or one batch cannot hold them)
+            short = [max(0, (total + 1) // 2 - len(self.halves[0])), 0]
+            short[1] = n - short[0]
+            return np.repeat(np.array([0, 1], dtype=np.int64), short)
         if self.warm:  # join the half that was just verified: the one not holding drafts
             target = 1 - self.ready if self.ready is not None else self._smaller_half()
             out = np.full(n, target, dtype=np.int64)
