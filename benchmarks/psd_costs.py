@@ -22,7 +22,7 @@ Every line printed is JSON (``kind`` = setup, engine, result, swap, skipped, don
 the newest committed ``docs/measurements`` folder that has this script's output (``psd_costs*.jsonl``) and
 prints one JSON line: ``swap_ms_16``, ``swap_ms_64`` (the largest over pairs and k), ``drafter_op_over_forwards``
 (the median over runs), ``serial_ms_64`` (PSD's serial time minus SD's at 64 rows, the largest over pairs and
-k), ``psd_over_sd_shared_min`` / ``_median`` (output throughput, PSD with resident halves over SD of the same
+k whose two runs are steady, as below; ``serial_ms_64_all_pairs`` without that filter), ``psd_over_sd_shared_min`` / ``_median`` (output throughput, PSD with resident halves over SD of the same
 session, target, drafter, k, α and rows, over every pair whose two runs are steady: p90/p10 of full-batch target steps
 <= 1.25, in every committed folder and FOLDER).
 
@@ -342,6 +342,11 @@ def run_key(r: dict) -> tuple:
     return pol, r["target"], r["draft"], r["k"], r.get("alpha"), r["max_num_seqs"]
 
 
+def steady(r: dict) -> bool:
+    """Whether a result line's run is steady (its full-batch target steps within STEADY of each other)."""
+    return r.get("step_spread") is not None and r["step_spread"] <= STEADY
+
+
 def pair_ratios(lines: list[dict]) -> list[float]:
     """PSD over SD output throughput for every (pair, k, α, rows) whose PSD (resident halves) and SD runs are both
     steady."""
@@ -354,7 +359,7 @@ def pair_ratios(lines: list[dict]) -> list[float]:
         s = runs.get(("sd", *key))
         if pol != "psd" or s is None:
             continue
-        if all(x.get("step_spread") is not None and x["step_spread"] <= STEADY for x in (p, s)):
+        if steady(p) and steady(s):
             out.append(p["output_throughput"] / s["output_throughput"])
     return out
 
@@ -371,15 +376,24 @@ def report(arg: str) -> int:
     results = [r for r in lines if r.get("kind") == "result"]
     ratio = [r["drafter"]["op_over_forwards"] for r in results
              if (r.get("drafter") or {}).get("op_over_forwards") and run_key(r)[0] == "psd"]
-    gap = {run_key(r): r["serial"]["serial_ms_median"] for r in results
-           if r.get("max_num_seqs") == 64 and (r.get("serial") or {}).get("serial_ms_median") is not None}
-    serial = [g - gap[("sd", *key)] for (pol, *key), g in gap.items() if pol == "psd" and ("sd", *key) in gap]
+    runs = {run_key(r): r for r in results
+            if r.get("max_num_seqs") == 64 and (r.get("serial") or {}).get("serial_ms_median") is not None}
+    serial, serial_all = [], []
+    for (pol, *key), p in runs.items():
+        s = runs.get(("sd", *key))
+        if pol != "psd" or s is None:
+            continue
+        extra = p["serial"]["serial_ms_median"] - s["serial"]["serial_ms_median"]
+        serial_all.append(extra)
+        if steady(p) and steady(s):  # as for the ratios: a disturbed run's host loop stalled too
+            serial.append(extra)
     pairs = [x for f in sorted({p.parent for p in (ROOT / "docs/measurements").glob("*/psd_costs*.jsonl")} | {folder})
              for x in pair_ratios(read_lines(f))]
     r4 = lambda x: round(x, 4) if x is not None else None  # noqa: E731
     print(json.dumps({
         "swap_ms_16": r4(max(swap[16])) if swap[16] else None, "swap_ms_64": r4(max(swap[64])) if swap[64] else None,
         "drafter_op_over_forwards": r4(median(ratio)), "serial_ms_64": r4(max(serial)) if serial else None,
+        "serial_ms_64_all_pairs": r4(max(serial_all)) if serial_all else None,
         "psd_over_sd_shared_min": r4(min(pairs)) if pairs else None,
         "psd_over_sd_shared_median": r4(median(pairs)), "folder": str(folder.relative_to(ROOT)
                                                                       if folder.is_relative_to(ROOT) else folder)}))

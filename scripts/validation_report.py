@@ -239,9 +239,10 @@ STAGGERED_WARMUP = "593e4f4"  # the commit from which Engine.warmup staggers its
 
 
 def staggered_warmup(folder: str) -> bool:
-    """Whether a session ran with the staggered warm-up: the commit its ``logs/versions.txt`` ends with descends
-    from ``STAGGERED_WARMUP``."""
-    head = (ROOT / folder / "logs/versions.txt").read_text().split()[-1]
+    """Whether a session ran with the staggered warm-up: the last commit its ``logs/versions.txt`` names (``git
+    rev-parse HEAD``'s line; ``git status`` may follow it) descends from ``STAGGERED_WARMUP``."""
+    text = (ROOT / folder / "logs/versions.txt").read_text()
+    head = re.findall(r"\b[0-9a-f]{40}\b", text)[-1]
     rc = subprocess.run(["git", "merge-base", "--is-ancestor", STAGGERED_WARMUP, head], cwd=ROOT,
                         capture_output=True).returncode
     if rc not in (0, 1):  # 0: descends, 1: does not; anything else: git does not know the commit
@@ -737,7 +738,8 @@ def main() -> None:
                                                                  "docs/measurements/2026-12-02-h200-pearl-32b-1.7b",
                                                                  "docs/measurements/2026-12-03-h200-psd-k3-drafter-graphs",
                                                                  "docs/measurements/2026-12-03b-h200-exec-cli",
-                                                                 "docs/measurements/2026-12-04-h200-psd-costs"])
+                                                                 "docs/measurements/2026-12-04-h200-psd-costs",
+                                                                 "docs/measurements/2026-12-04-h200-psd-overlap"])
     a = ap.parse_args()
     runs = load_runs([], str(ROOT / a.measurements))
     one_gpu = {f: load_runs([], str(ROOT / f)) for f in a.one_gpu_measurements}  # both one-GPU sections read them
