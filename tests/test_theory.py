@@ -25,7 +25,17 @@ from minedraft.theory.reduction import (
     tuned_reduction,
     unified_reduction,
 )
-from minedraft.theory.serving import Setup, offline, steady
+from minedraft.theory.serving import Setup, cycle_time, offline, steady
+from minedraft.theory.split import (
+    affine_coefficients,
+    affine_split_threshold,
+    prove_split_threshold,
+    split_cycles,
+    split_pays,
+    split_threshold,
+    split_threshold_expr,
+    swap_coefficients,
+)
 from minedraft.theory.steps import (
     accepted_pmf,
     expected_steps,
@@ -377,3 +387,196 @@ def test_enumeration_helper_is_exhaustive():
     # sanity check of the brute-force walker itself on a deterministic case: alpha = 1, k = 2 -> 3 tokens a step
     pmf = accepted_pmf(AcceptanceCurve.geometric(1.0, 2), 2)
     assert _enumerate_steps(pmf, 7) == 3
+
+
+# ------------------------------------------------------------------------------- when PSD splits (auto)
+H200_SHARING = {"shared_gpu_slowdown": 0.313, "shared_verify_stretch": 1.94}  # calibration/data/profiles/h200
+
+
+def _psd_cycle_through_op_time(setup, k, n, split=True):
+    """PSD's cycle spelled out with op_time: halves (split) or one batch, the drafter in its own process."""
+    c, ctx, cross = setup.costs, setup.context_len, setup.cross("psd")
+
+    def op(kind, b, swap=False):
+        return c.op_time(kind, b, k=k, context_len=ctx, cross_device=cross, own_process=kind == DRAFT, swap=swap)
+
+    h1, h2 = (math.ceil(n / 2), n // 2) if split else (n, 0)
+    if h2 == 0:
+        return c.step_overhead_s + op(DRAFT, h1) + op(VERIFY, h1)
+    pair = lambda a, b: setup.overlapped("psd", op(VERIFY, a, True), op(DRAFT, b), b, k)  # noqa: E731
+    return 2 * c.step_overhead_s + pair(h1, h2) + pair(h2, h1)
+
+
+def _split_setups():
+    gpu = gpu_spec("h100")
+    affine = StepCosts(Affine(2e-3, 2e-5, 2e-8), Affine(3e-4, 3e-6), 1e-3, 1e-4, 2e-3, 1.8e-5, 1e-7, **H200_SHARING)
+    knee = StepCosts(Affine(1.3e-2, 5.7e-5, knee_tokens=128), Affine(1.8e-3, 1.6e-5), 5e-4, 0.0, 2e-3, 1.8e-5)
+    roof = StepCosts(Roofline(model_shape("qwen3-8b"), gpu, 1), Roofline(model_shape("qwen3-0.6b"), gpu, 1), 3e-4)
+    for costs, ctx in ((affine, 300.0), (knee, 0.0), (roof, 300.0)):
+        for drafter in ("own", "shared"):
+            yield Setup(AcceptanceCurve.geometric(0.8), costs, 64, context_len=ctx, psd_drafter=drafter)
+
+
+def test_split_threshold_is_proven():
+    proof = prove_split_threshold()
+    assert proof["proven"] and all(proof.values())
+    o_, v0, v1, d0, d1 = sp.symbols("o v0 v1 d0 d1", positive=True)
+    assert split_threshold_expr().free_symbols == {o_, v0, v1, d0, d1}
+    assert sp.simplify(split_threshold_expr() - sp.Max((o_ + v0 - d0) / d1, (o_ + d0 - v0) / v1)) == 0
+
+
+def test_psd_cycle_split_and_one_batch_through_op_time():
+    for s in _split_setups():
+        for k in (1, 4):
+            for n in range(1, 40):
+                want = _psd_cycle_through_op_time(s, k, n)
+                assert cycle_time("psd", s, k, n) == (want, 1 if n == 1 else 2)  # unchanged, bit for bit
+                assert cycle_time("psd", s, k, n, split=True) == cycle_time("psd", s, k, n)
+                assert cycle_time("psd", s, k, n, split=False) == (_psd_cycle_through_op_time(s, k, n, False), 1)
+            assert cycle_time("sd", s, k, 9, split=False) == cycle_time("sd", s, k, 9)  # psd only
+
+
+def test_split_cycles_and_threshold_follow_cycle_time():
+    for s in _split_setups():
+        for k in (1, 4):
+            n_max = 129
+            split, one = split_cycles(s, k, n_max)
+            for n in range(2, n_max + 1):  # the vectorized cycles are cycle_time's, bit for bit
+                assert split[n - 2] == cycle_time("psd", s, k, n)[0]
+                assert one[n - 2] == cycle_time("psd", s, k, n, split=False)[0]
+            pays = [split_pays(s, k, n) for n in range(2, n_max + 1)]
+            fails = [n for n, p in zip(range(2, n_max + 1), pays) if not p]
+            want = None if not pays[-1] else (fails[-1] + 1 if fails else 2)
+            assert split_threshold(s, k, n_max) == want
+    s = next(_split_setups())
+    assert split_threshold(s, 4) == split_threshold(s, 4, s.capacity("psd"))
+    with pytest.raises(Exception, match="must be >= 2"):
+        split_pays(s, 4, 1)
+
+
+def _integer_threshold(n_star, n_cross, n_max):
+    """The closed form in integers: even n pays iff n > n*; odd n also needs n > n_cross (its halves are one row
+    apart), which is at most n* + 1 without a per-row swap cost, so it can only push an odd first n to the next."""
+    first = math.floor(n_star) + 1  # the smallest integer above n*
+    if first % 2 and first <= n_cross:
+        first += 1
+    first = max(first, 2)
+    return first if first <= n_max else None
+
+
+@st.composite
+def affine_own_setups(draw, per_row_swap=False):
+    target = Affine(draw(st.floats(0.5, 20)) / 1e3, draw(st.floats(0.5, 60)) / 1e6, draw(st.sampled_from([0, 2e-8])))
+    drafter = Affine(draw(st.floats(0.02, 3)) / 1e3, draw(st.floats(0.05, 10)) / 1e6)
+    costs = StepCosts(target, drafter, draw(st.floats(0, 3)) / 1e3, draw(st.sampled_from([0, 1e-4])),
+                      draw(st.sampled_from([0, 2e-3])), draw(st.sampled_from([0, 1.8e-5])),
+                      draw(st.floats(0, 0.3)) / 1e6 if per_row_swap else 0.0)
+    return Setup(AcceptanceCurve.geometric(0.8), costs, 512, context_len=draw(st.sampled_from([0.0, 400.0]))), \
+        draw(st.integers(1, 6))
+
+
+@given(affine_own_setups())
+@settings(max_examples=80)
+def test_closed_form_equals_the_numeric_threshold(sk):
+    s, k = sk
+    o_, a0, a1, b0, b1 = affine_coefficients(s, k)
+    w0, w1 = swap_coefficients(s, k)
+    n_star = affine_split_threshold(o_, a0, a1, b0, b1, w0, w1)
+    assert w1 == pytest.approx(0, abs=1e-15) and w0 == pytest.approx(s.costs.verify_swap_s, abs=1e-15)
+    n_cross = 1 + 2 * (o_ + w0) / (a1 + b1)  # odd n: verify the larger half while drafting it again
+    assume(all(abs(x - round(x)) > 1e-6 * max(1.0, x) for x in (n_star, n_cross)))  # no float ties
+    numeric, want = split_threshold(s, k, 1024), _integer_threshold(n_star, n_cross, 1024)
+    if want is None:  # only the bound can differ: 1024 itself (even) may pay while 1023 does not
+        assert numeric is None or (numeric == 1024 and n_star < 1024)
+    else:
+        assert numeric == want
+    # the expression is the single source: sympy's value equals the numeric one
+    subs = dict(zip(sp.symbols("o v0 v1 d0 d1", positive=True), (o_, a0, a1, b0, b1)))
+    if w0 == 0:
+        assert float(split_threshold_expr().subs(subs)) == pytest.approx(n_star, rel=1e-9)
+
+
+def test_balanced_halves_need_one_more_row_at_odd_n():
+    # V = D for every b (k = 1, same lines) and o = 10.5 d1: n* = 10.5 on both branches; n = 11 has halves 6 and 5,
+    # whose cross term (verify 6 while drafting 6) still loses, so the first n from which splitting pays is 12
+    s = Setup(AcceptanceCurve.geometric(0.8), StepCosts(Affine(1e-3, 1e-5), Affine(1e-3, 1e-5), 2.1e-4), 64)
+    assert affine_split_threshold(*affine_coefficients(s, 1)) == pytest.approx(10.5)
+    assert [split_pays(s, 1, n) for n in (10, 11, 12, 13)] == [False, False, True, True]
+    assert split_threshold(s, 1) == 12 == _integer_threshold(10.5, 1 + 10.5, 128)
+
+
+@given(affine_own_setups(per_row_swap=True))
+@settings(max_examples=40)
+def test_closed_form_with_a_per_row_swap_cost_decides_even_n(sk):
+    s, k = sk
+    n_star = affine_split_threshold(*affine_coefficients(s, k), *swap_coefficients(s, k))
+    assume(abs(n_star - round(n_star)) > 1e-6 * max(1.0, n_star) if math.isfinite(n_star) else True)
+    assert all(split_pays(s, k, n) == (n > n_star) for n in range(2, 400, 2))
+
+
+def test_affine_coefficients_come_from_op_time():
+    costs = StepCosts(Affine(2e-3, 2e-5, 2e-8), Affine(3e-4, 3e-6), 1e-3, 1e-4, 2e-3, 1.8e-5, 1e-7)
+    s = Setup(AcceptanceCurve.geometric(0.8), costs, 64, context_len=300.0)
+    o_, a0, a1, b0, b1 = affine_coefficients(s, 4)
+    w0, w1 = swap_coefficients(s, 4)
+    assert o_ == costs.step_overhead_s and w0 == pytest.approx(1.8e-5) and w1 == pytest.approx(1e-7)
+    for b in (1, 5, 64, 300):
+        assert a0 + a1 * b == pytest.approx(costs.op_time(VERIFY, b, k=4, context_len=300.0, cross_device=True))
+        assert b0 + b1 * b == pytest.approx(costs.op_time(DRAFT, b, k=4, context_len=300.0, cross_device=True,
+                                                          own_process=True))
+    # the transfer lands in v0 and d0 alike (and cancels in n*), the drafter's own process in d0 only
+    base = affine_coefficients(s.with_(costs=StepCosts(costs.target, costs.draft, 1e-3)), 4)
+    assert a0 - base[1] == pytest.approx(1e-4) and b0 - base[3] == pytest.approx(1e-4 + 2e-3)
+    assert affine_split_threshold(*base) == pytest.approx(affine_split_threshold(base[0], base[1] + 1e-4, base[2],
+                                                                                 base[3] + 1e-4, base[4]))
+    for bad in (s.with_(psd_drafter="shared"),
+                s.with_(costs=StepCosts(Affine(2e-3, 2e-5, knee_tokens=64), Affine(3e-4, 3e-6))),
+                next(x for x in _split_setups() if isinstance(x.costs.target, Roofline))):
+        with pytest.raises(Exception, match="closed form"):
+            affine_coefficients(bad, 4)
+
+
+def test_split_never_pays_without_a_drafter_to_hide_or_with_constant_times():
+    curve = AcceptanceCurve.geometric(0.8)
+    # a free drafter (nothing to hide behind the verify): the split only adds a step overhead and a fixed verify
+    for draft in (Constant(0.0), Affine(0.0, 1e-12)):
+        s = Setup(curve, StepCosts(Affine(2e-3, 2e-5), draft, 5e-4), 512)
+        assert split_threshold(s, 4, 1024) is None and affine_split_threshold(*affine_coefficients(s, 4)) > 1e6
+    # constant step times (the same-concurrency reading with phi = 1): two halves never beat one batch
+    for o_, y, x in ((0.0, 0.01, 0.002), (0.0, 0.01, 0.0025), (3e-4, 0.01, 0.01), (0.0, 0.01, 0.05)):
+        s = Setup(curve, StepCosts(Constant(y), Constant(x), o_), 512)
+        assert split_threshold(s, 4, 1024) is None
+        assert affine_split_threshold(*affine_coefficients(s, 4)) == math.inf
+    # a drafter as slow as the verify's batch-dependent part: splitting pays from a modest n
+    s = Setup(curve, StepCosts(Affine(2e-3, 2e-5), Affine(1e-4, 5e-6), 5e-4), 512)
+    n_star = affine_split_threshold(*affine_coefficients(s, 4))
+    assert 2 < n_star < 200 and split_threshold(s, 4, 1024) in (math.floor(n_star) + 1, math.floor(n_star) + 2)
+
+
+@pytest.mark.parametrize("sharing", [H200_SHARING, {"shared_gpu_slowdown": 0.05, "shared_verify_stretch": 0.1}])
+def test_a_shared_gpu_never_lowers_the_threshold(sharing):
+    for target, drafter in ((Affine(2e-3, 2e-5), Affine(1e-4, 5e-6)), (Affine(1.2e-2, 5.7e-5), Affine(1.8e-3, 1.6e-5)),
+                            (Affine(2e-3, 2e-5, 2e-8), Affine(3e-4, 3e-6))):
+        costs = StepCosts(target, drafter, 5e-4, 1e-4, 2e-3, 1.8e-5, **sharing)
+        own = Setup(AcceptanceCurve.geometric(0.8), costs, 512, context_len=300.0)
+        shared = own.with_(psd_drafter="shared")
+        for k in (1, 3, 6):
+            t_own, t_shared = split_threshold(own, k, 1024), split_threshold(shared, k, 1024)
+            assert t_shared is None or (t_own is not None and t_shared >= t_own)
+            # pointwise: where two halves pay on one GPU they pay on two (the slowed overlap only hurts)
+            s_own, one_own = split_cycles(own, k, 1024)
+            s_sh, one_sh = split_cycles(shared, k, 1024)
+            assert np.all(~(s_sh < one_sh) | (s_own < one_own))
+
+
+def test_split_threshold_is_fast():
+    import time
+
+    s = Setup(AcceptanceCurve.geometric(0.8), StepCosts(Affine(2e-3, 2e-5), Affine(3e-4, 3e-6), 1e-3, 1e-4, 2e-3), 512)
+    best = math.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        split_threshold(s, 4, 1024)
+        best = min(best, time.perf_counter() - t0)
+    assert best < 5e-3
+

@@ -10,7 +10,8 @@ and the roofline or measured models; only the evaluation of ``V(b) = op_time(ver
          (drafter on its own GPU: both ops carry a transfer);
 - PSD:   halves ``h1 = ceil(n/2)``, ``h2 = n - h1``; one step verifies one half while drafting the other,
          ``o + max(V(h_i), D(h_j))``, so a request steps once per *cycle* of two steps
-         ``2o + max(V(h1), D(h2)) + max(V(h2), D(h1))``; with one half empty it is sequential SD;
+         ``2o + max(V(h1), D(h2)) + max(V(h2), D(h1))``; with one half empty (or ``split=False``: the auto
+         schedule's one batch, :mod:`minedraft.theory.split`) it is sequential SD with PSD's drafter;
 - PEARL: one step ``o + max(V(n, pi_V k), D(n))`` advances every request by ``pi_V E + (1 - pi_V)``,
          ``pi_V`` the stationary share of requests with valid drafts (see ``theory.steps``); the verify
          pass checks ``pi_V k`` drafts per request on average (the simulator charges the mean length).
@@ -27,8 +28,9 @@ number of slots freed per step when any is (a Poisson estimate); AR's waves are 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 from minedraft.theory.steps import mean_steps, pearl_valid_share, tokens_per_step
@@ -127,8 +129,21 @@ def _t(costs: StepCosts, kind: str, batch: float, k: float, ctx: float, cross: b
     return costs.op_time(kind, batch, k=k, context_len=ctx, cross_device=cross, own_process=own, swap=swap)
 
 
-def cycle_time(policy: str, setup: Setup, k: int, in_flight: int) -> tuple[float, int]:
-    """Seconds between two steps of one request with ``in_flight`` requests running, and engine steps per cycle."""
+def psd_ops(setup: Setup, k: float) -> tuple[Callable[..., float], Callable[..., float]]:
+    """PSD's op times as functions of the rows ``b``: ``draft(b)`` (the drafter in its own process, a transfer
+    when it has its own GPU) and ``verify(b, swap=False)`` (``swap``: the batch alternates with the other half's)."""
+    c, cross = setup.costs, setup.cross("psd")
+    return (partial(c.op_time, DRAFT, k=k, context_len=setup.context_len, cross_device=cross,
+                    own_process=setup.drafter_process("psd")),
+            partial(c.op_time, VERIFY, k=k, context_len=setup.context_len, cross_device=cross))
+
+
+def cycle_time(policy: str, setup: Setup, k: int, in_flight: int, split: bool = True) -> tuple[float, int]:
+    """Seconds between two steps of one request with ``in_flight`` requests running, and engine steps per cycle.
+
+    ``split`` (PSD only): False runs all ``in_flight`` rows as one batch, SD with PSD's drafter (the auto
+    schedule's other mode, :mod:`minedraft.theory.split`); True splits them into two halves.
+    """
     c, ctx, n = setup.costs, setup.context_len, in_flight
     o = c.step_overhead_s
     cross, own, both = setup.cross(policy), setup.drafter_process(policy), setup.overlapped
@@ -137,12 +152,12 @@ def cycle_time(policy: str, setup: Setup, k: int, in_flight: int) -> tuple[float
     if policy == "sd":
         return o + _t(c, DRAFT, n, k, ctx, cross, own) + _t(c, VERIFY, n, k, ctx, cross), 1
     if policy == "psd":
-        h1, h2 = math.ceil(n / 2), n // 2
-        if h2 == 0:  # one half empty: sequential SD with the drafter on its own GPU
-            return o + _t(c, DRAFT, h1, k, ctx, cross, own) + _t(c, VERIFY, h1, k, ctx, cross), 1
+        draft, verify = psd_ops(setup, k)
+        h1, h2 = (math.ceil(n / 2), n // 2) if split else (n, 0)
+        if h2 == 0:  # one batch (one half empty, or not split): sequential SD with PSD's drafter
+            return o + draft(h1) + verify(h1), 1
         # the halves alternate: every verify swaps the target's batch
-        v1, v2 = _t(c, VERIFY, h1, k, ctx, cross, swap=True), _t(c, VERIFY, h2, k, ctx, cross, swap=True)
-        d1, d2 = _t(c, DRAFT, h1, k, ctx, cross, own), _t(c, DRAFT, h2, k, ctx, cross, own)
+        v1, v2, d1, d2 = verify(h1, swap=True), verify(h2, swap=True), draft(h1), draft(h2)
         return 2 * o + both(policy, v1, d2, h2, k) + both(policy, v2, d1, h1, k), 2
     if policy == "pearl":  # the drafter runs k + 1 forwards: a guess of the target's next token, then k drafts
         mean_len = pearl_valid_share(setup.curve, k) * k

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from minedraft.acceptance import AcceptanceCurve
@@ -416,3 +416,31 @@ def output_path(text: str | None, flag: str) -> str | None:
     if not existed:
         p.unlink()
     return text
+
+
+def with_split_rows(cfg: PolicyConfig, costs: StepCosts, curve: AcceptanceCurve | None, tp: int,
+                    context_len: float) -> tuple[PolicyConfig, str | None]:
+    """PSD ``auto`` without ``--psd-split-rows``: the step model's choice (``minedraft.theory.auto_split_rows``) in
+    the config, and a line saying when PSD splits and why. Other configs come back unchanged (and None)."""
+    if cfg.psd_split != "auto" or curve is None:
+        return cfg, None
+    from minedraft.policies.psd import MERGE_SHARE
+    from minedraft.theory import Setup, auto_split_rows
+
+    given = cfg.psd_split_rows is not None
+    if not given:
+        setup = Setup(curve, costs, cfg.max_num_seqs, cfg.psd_capacity, cfg.sd_drafter, tp, context_len=context_len,
+                      psd_drafter=cfg.psd_drafter)
+        cfg = replace(cfg, psd_split_rows=auto_split_rows(setup, cfg.num_speculative_tokens))
+    m, rows = cfg.max_num_seqs, cfg.psd_split_rows
+    cap = 2 * m if cfg.psd_capacity == "double" else m
+    where = "the drafter on the target's GPU" if cfg.psd_drafter == "shared" else "the drafter on a GPU of its own"
+    src = "--psd-split-rows" if given else f"the step model, {where}"
+    if rows > m + 1 and rows > cap:
+        return cfg, (f"PSD auto: one batch (drafted, then verified) of at most max_num_seqs={m} requests, never two "
+                     f"halves ({src}: two halves never cycle faster, even with {cap} in flight)")
+    if rows > m:
+        return cfg, (f"PSD auto: one batch up to max_num_seqs={m} requests in flight, two halves beyond ({src}: two "
+                     f"halves of up to {cap} outrun one full batch, but not one batch of the same requests)")
+    return cfg, (f"PSD auto: two halves from {rows} requests in flight, one batch at or below {int(MERGE_SHARE * rows)} "
+                 f"({src})")

@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     wl = common.workload(a)
     costs, tp, timing = common.step_costs(a, needs_drafter=speculative)
     requests = wl.generate()
+    split_line = None
+    if "psd" in policies:
+        context = float(requests.prompt_len.mean() + requests.output_len.mean() / 2)
+        cfg, split_line = common.with_split_rows(cfg, costs, curve, tp, context)
     config = {"policies": policies, "policy_config": common.config_dict(cfg), "workload": wl.describe(),
-              "accept_curve": curve.to_json() if curve else None, "timing": timing}
+              "accept_curve": curve.to_json() if curve else None, "timing": timing, "psd_split": split_line}
 
     bars = ProgressBars(enabled=not a.quiet)
     try:
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{wl.num_prompts} prompts {arrivals}, {lens}")
         out.print(results_table(results))
         out.print(config["basis"])
+        if split_line:
+            frac = next((r.get("split_fraction") for r in results if r["policy"] == "psd"), None)
+            out.print(split_line + (f"; this run split {frac:.0%} of its decode steps" if frac is not None else ""))
     return 0
 
 

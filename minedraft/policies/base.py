@@ -38,9 +38,11 @@ class PolicyConfig:
     psd_split: str = _help("PSD's schedule: always (two halves whenever two can be formed: the published schedule) or "
                            "auto (two halves only from psd_split_rows requests in flight; fewer run as one batch, "
                            "drafted then verified like SD, with the drafter where PSD's is; hysteretic)", "always")
-    psd_split_rows: int | None = _help("auto: requests in flight from which PSD splits (the step model's threshold, "
-                                       "minedraft.theory.split_threshold); it merges again at or below 3/4 of it. "
-                                       "None: split only when one batch cannot hold the requests", None)
+    psd_split_rows: int | None = _help("auto: requests in flight from which PSD splits (minedraft.theory."
+                                       "auto_split_rows); it merges again at or below 3/4 of it. One batch holds at "
+                                       "most max_num_seqs: above max_num_seqs + 1 it means two halves beyond one "
+                                       "batch if the capacity holds that many, else never (at most max_num_seqs in "
+                                       "flight). None: max_num_seqs + 1", None)
     psd_drafter: str = _help("where PSD's and PEARL's drafter runs: own (a GPU of its own, published) or shared "
                              "(the target's GPU, time-shared: the plugin's one-GPU layout)", "own")
     sd_drafter: str = _help("where SD's drafter runs: shared (the target's GPUs, as vLLM) or own (a GPU of its own)",

@@ -69,10 +69,12 @@ class PSD(Lockstep):
         self.auto = cfg.psd_split == "auto"
         # auto: split from split_rows requests in flight (None: only when one batch cannot hold them); merge at or
         # below merge_rows
-        # (one batch holds at most max_num_seqs requests, as one engine batch does)
+        # one batch holds at most max_num_seqs requests (one engine batch): a threshold above that means two halves
+        # only once more are in flight, if the capacity allows that many at all (else never: None)
         m = cfg.max_num_seqs
-        self.split_rows = max(2, min(cfg.psd_split_rows if cfg.psd_split_rows is not None else m + 1, m + 1))
-        self.merge_rows = int(MERGE_SHARE * self.split_rows)
+        rows = max(2, cfg.psd_split_rows if cfg.psd_split_rows is not None else m + 1)
+        self.split_rows: int | None = rows if rows <= m + 1 else (m + 1 if rows <= self.capacity else None)
+        self.merge_rows = int(MERGE_SHARE * self.split_rows) if self.split_rows is not None else 0
         self.split = not self.auto  # two halves now (always: from the start)
         self.merging = False  # auto: verifying the half with drafts alone, then merging
         self.steps_split = 0  # decode steps run as two halves (a verify beside a draft of the other half)
@@ -107,8 +109,13 @@ class PSD(Lockstep):
             return [Op(DRAFT_PREFILL, DRAFTER, self.pending_prefill, new_step=False)]
         if self.auto:
             self._switch()
-        # one batch: newcomers join after its verify, before it is drafted
-        room = self.capacity - self.num_running if self.split or self.ready is None else 0
+        # one batch: newcomers join after its verify, before it is drafted; never split: one batch at most
+        if self.split:
+            room = self.capacity - self.num_running
+        elif self.ready is None:
+            room = (self.capacity if self.split_rows is not None else self.cfg.max_num_seqs) - self.num_running
+        else:
+            room = 0
         new = self.admit(room)
         if len(new):
             self.pending_half = self._assign_halves(len(new))
@@ -140,7 +147,7 @@ class PSD(Lockstep):
             if self.merging and self.ready is None:  # neither half holds drafts: one batch from now on
                 self.halves = [np.concatenate(self.halves), EMPTY]
                 self.split = self.merging = False
-        elif self.ready is None and n >= self.split_rows:
+        elif self.ready is None and self.split_rows is not None and n >= self.split_rows:
             self._split_batch(0)
 
     def _split_batch(self, incoming: int) -> None:
@@ -154,7 +161,7 @@ class PSD(Lockstep):
     def _assign_halves(self, n: int) -> np.ndarray:
         if not self.split:  # one batch (no drafts in flight: admission waits for its verify)
             total = len(self.halves[0]) + n
-            if total < self.split_rows:
+            if self.split_rows is None or total < self.split_rows:
                 return np.zeros(n, dtype=np.int64)
             self._split_batch(n)  # the newcomers make two halves pay (or one batch cannot hold them)
             short = [max(0, (total + 1) // 2 - len(self.halves[0])), 0]
