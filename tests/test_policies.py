@@ -207,3 +207,15 @@ def test_psd_split_config_is_validated():
         with pytest.raises(InputError) as e:
             PolicyConfig(**{field: value})
         assert field in str(e.value)
+
+
+def test_psd_auto_with_a_threshold_beyond_its_capacity_keeps_one_batch_of_max_num_seqs():
+    """psd_split_rows above PSD's capacity (the step model found two halves never pay): one batch, at most
+    max_num_seqs in flight, the rest wait; between max_num_seqs + 1 and the capacity it splits beyond one batch."""
+    never = PolicyConfig(max_num_seqs=4, num_speculative_tokens=2, psd_split="auto", psd_split_rows=9)
+    log, p = drive_phased(never, 10, 6, {0: list(range(10))})
+    assert p.split_rows is None and p.steps_split == 0
+    assert max(len(r) for k, r, *_ in log if k in (DRAFT, VERIFY, PREFILL)) <= 4
+    beyond = PolicyConfig(max_num_seqs=4, num_speculative_tokens=2, psd_split="auto", psd_split_rows=7)
+    log, p = drive_phased(beyond, 10, 6, {0: list(range(10))})
+    assert p.split_rows == 5 and p.steps_split > 0
