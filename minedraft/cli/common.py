@@ -29,11 +29,15 @@ DEFAULT_ALPHA = "0.7"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors, exit status 2, and no prefix abbreviations (``--h`` is an error)."""
+    """argparse with one-line errors, exit status 2, no prefix abbreviations (``--h`` is an error) and ``--version``."""
 
     def __init__(self, *args, **kwargs) -> None:
+        from minedraft import __version__
+
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                          help="print the program's name and minedraft's version, then exit")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         m = re.match(r"argument ([^:]+): (.*)", message)
