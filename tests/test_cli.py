@@ -171,3 +171,29 @@ def test_bad_input_in_a_real_process(args):
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: ")
     if args[0] == "--accept-curve":
         assert p.stderr.strip() == "error: --accept-curve: rates must be non-increasing in [0, 1]; got 0.5,0.9"
+
+
+def _parsers(p):
+    yield p
+    for action in p._actions:
+        if isinstance(action, __import__("argparse")._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+@pytest.mark.parametrize("name", ["sim", "theory", "exec", "calibrate", "validate", "plan", "dash"])
+def test_help_shows_each_default_once(name):
+    """--help of every CLI (and subcommand): no flag names its default twice ("(default 16) (default: 16)"), and
+    no flag shows a default of None."""
+    import importlib
+
+    parser = importlib.import_module(f"minedraft.cli.{name}").build_parser()
+    for p in _parsers(parser):
+        fmt = p._get_formatter()
+        for action in p._actions:
+            if not action.option_strings or action.help in (None, __import__("argparse").SUPPRESS):
+                continue
+            text = fmt._expand_help(action)
+            assert text.lower().count("default") <= 1, (p.prog, action.option_strings, text)
+            assert "default: None" not in text, (p.prog, action.option_strings, text)
+        assert "--version" in p.format_help()

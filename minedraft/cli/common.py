@@ -28,6 +28,17 @@ from minedraft.workload import LengthDist, Workload, default_dataset, load_arriv
 DEFAULT_ALPHA = "0.7"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter, showing each default once: not when the help text already names it, nor when
+    there is none (None, a switch's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors, exit status 2, no prefix abbreviations (``--h`` is an error) and ``--version``."""
 
@@ -35,6 +46,7 @@ class Parser(argparse.ArgumentParser):
         from minedraft import __version__
 
         kwargs.setdefault("allow_abbrev", False)
+        kwargs["formatter_class"] = HelpFormatter  # every CLI: each default shown once
         super().__init__(*args, **kwargs)
         self.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                           help="print the program's name and minedraft's version, then exit")
