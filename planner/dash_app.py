@@ -1,9 +1,11 @@
 """The what-if dashboard (``minedraft-dash``): change a knob, see what AR, SD, PSD and PEARL deliver.
 
 Every update turns the controls into a ``minedraft-sim`` command line (:func:`sim_args`), parses it with
-that CLI's own parser and builds the run with its functions, so the page shows exactly what the
-"copy as command" line prints. Bad input (a curve that rises, k beyond the curve, a negative rate) comes
-back as ``minedraft-sim``'s one-line error, shown in the page; the figures keep their last good state.
+that CLI's own parser and builds the run with its functions (:func:`minedraft.planner.sweep.sim_build`: PSD's
+``auto`` schedule with the step model's threshold, as that CLI takes it), so the page shows exactly what the
+"copy as command" line prints, PSD's line on when and why it splits included. Bad input (a curve that rises,
+k beyond the curve, a negative rate) comes back as ``minedraft-sim``'s one-line error, shown in the page; the
+figures keep their last good state.
 
 :func:`compute` is the whole update as a plain function (tests call it directly); :func:`make_app`
 wraps it in a Dash app.
@@ -22,7 +24,7 @@ from plotly.subplots import make_subplots
 from minedraft.errors import InputError, require
 from minedraft.ops import OP_KINDS, RESOURCES
 from minedraft.planner.report import COLORS
-from minedraft.planner.sweep import sim_inputs
+from minedraft.planner.sweep import PSD_ALWAYS_LINE, SimRun, sim_build
 from minedraft.policies import POLICIES
 
 #: The dashboard simulates small workloads so that it answers within a second or two.
@@ -39,7 +41,9 @@ DEFAULTS = {"policies": ["ar", "sd", "psd", "pearl"], "timing": "presets", "targ
             "draft": "qwen3-0.6b", "gpu": "h100-sxm", "tp": "4", "draft_ms": "1.5", "verify_ms": "10",
             "accept": "0.7", "k": 5, "max_num_seqs": "16", "psd_capacity": "double", "rate": "inf",
             "num_prompts": "200", "input_len": "", "output_len": "256", "reading": "same_k",
-            "psd_drafter": "own", "plugin_costs": "none"}
+            "psd_drafter": "own", "plugin_costs": "none", "psd_split": "auto"}
+#: PSD's schedule (minedraft-sim's --psd-split)
+PSD_SPLIT = {"auto": "auto: two halves only where they pay", "always": "always: two halves (published)"}
 #: How PSD/PEARL are charged: the published design alone, or with the measured costs of minedraft's vLLM plugin
 PLUGIN_COSTS = {"none": "design (as published)", "h200": "minedraft's vLLM plugin (costs measured on H200)"}
 
@@ -61,6 +65,8 @@ def sim_args(s: dict, policies: list[str] | None = None) -> list[str]:
         argv += _flag("--tensor-parallel-size", s.get("tp"))
     argv += _flag("--accept-curve", s.get("accept")) + _flag("--num-speculative-tokens", s.get("k"))
     argv += _flag("--max-num-seqs", s.get("max_num_seqs")) + _flag("--psd-capacity", s.get("psd_capacity"))
+    if "psd" in pols:
+        argv += _flag("--psd-split", s.get("psd_split") or "auto")
     if (s.get("psd_drafter") or "own") != "own":
         argv += _flag("--psd-drafter", s.get("psd_drafter"))
     if (s.get("plugin_costs") or "none") != "none":
@@ -85,11 +91,14 @@ class View:
     basis: str
     rows: list[dict]
     figures: dict[str, go.Figure] = field(default_factory=dict)
+    #: PSD's schedule as minedraft-sim prints it (when and why it splits) and the share of its decode steps run
+    #: as two halves; empty without PSD
+    psd_split: str = ""
 
 
-def _inputs(argv: list[str]):
+def _inputs(argv: list[str]) -> SimRun:
     try:
-        return sim_inputs(argv)
+        return sim_build(argv)
     except SystemExit:  # argparse's own complaint (already one line on stderr); should not happen here
         raise InputError("controls", "could not be read as minedraft-sim flags", " ".join(argv)) from None
 
@@ -103,16 +112,16 @@ def compute(s: dict) -> View:
     argv = sim_args(s)
     n = as_int(s.get("num_prompts"), "--num-prompts", 1, MAX_PROMPTS)
     as_int(s.get("max_num_seqs"), "--max-num-seqs", 1, MAX_SEQS)
-    a, cfg, curve, wl, costs, tp, info = _inputs(argv)
-    policies = a.policy.split(",")
-    runs = Comparison(policies, wl.generate(), cfg, costs, curve, seed=wl.seed, target_gpus=tp).run()
+    run = _inputs(argv)
+    a, cfg, curve, wl, costs, tp, info = run.args, run.cfg, run.curve, run.workload, run.costs, run.tp, run.info
+    policies = run.policies
+    runs = Comparison(policies, run.requests, cfg, costs, curve, seed=wl.seed, target_gpus=tp).run()
     results = [m for _, m in runs]
     # the analysis (theory, timeline, regime map) needs a drafter and a curve even when only AR is selected
     an = _inputs(sim_args(s, ["sd", "psd"]))
-    acfg, acurve, awl, acosts = an[1], an[2], an[3], an[4]
+    acfg, acurve, acosts, req = an.cfg, an.curve, an.costs, an.requests
     from minedraft.theory.serving import Setup
 
-    req = awl.generate()
     setup = Setup(acurve, acosts, acfg.max_num_seqs, acfg.psd_capacity, acfg.sd_drafter, tp,
                   context_len=float(np.mean(req.prompt_len) + np.mean(req.output_len) / 2), psd_drafter=acfg.psd_drafter)
     k = cfg.num_speculative_tokens
@@ -132,8 +141,23 @@ def compute(s: dict) -> View:
             "regime": regime_figure(setup, k, acurve, s.get("reading") or "same_k")}
     rows = [{"policy": m["policy"], "out tok/s": m["output_throughput"], "tok/s/GPU": m["output_throughput_per_gpu"],
              "GPUs": m["num_gpus"], "p99 TTFT ms": m["p99_ttft_ms"], "p99 TPOT ms": m["p99_tpot_ms"],
-             "p99 E2E ms": m["p99_e2el_ms"], "acc len": m["mean_acceptance_length"]} for m in results]
-    return View(command(argv), header, basis_line(results, cfg), rows, figs)
+             "p99 E2E ms": m["p99_e2el_ms"], "acc len": m["mean_acceptance_length"],
+             "two halves": _pct(m.get("split_fraction"))} for m in results]
+    return View(command(argv), header, basis_line(results, cfg), rows, figs, psd_split_text(run, results))
+
+
+def _pct(x: float | None) -> str | None:
+    return None if x is None else f"{x:.0%}"
+
+
+def psd_split_text(run: SimRun, results: list[dict]) -> str:
+    """PSD's schedule in one line: minedraft-sim's (auto: when it splits and why), and what this run did."""
+    psd = next((m for m in results if m["policy"] == "psd"), None)
+    if psd is None:
+        return ""
+    line = run.split_line or (PSD_ALWAYS_LINE if run.cfg.psd_split == "always" else f"PSD {run.cfg.psd_split}")
+    frac = psd.get("split_fraction")
+    return line + (f"; this run split {frac:.0%} of its decode steps" if frac is not None else "")
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -156,7 +180,8 @@ def throughput_figure(results: list[dict], setup, k: int, wl, req) -> go.Figure:
     if wl.offline:  # the theory's offline throughput for the same requests (validated within ~2%)
         th = [offline(p, setup, 0 if p == "ar" else k, len(req), req.output_len, float(np.mean(req.prompt_len)))
               .throughput for p in pols]
-        fig.add_trace(go.Scatter(x=pols, y=th, mode="markers", name="theory (offline)",
+        fig.add_trace(go.Scatter(x=pols, y=th, mode="markers",
+                                 name="theory (offline; PSD as two halves)" if "psd" in pols else "theory (offline)",
                                  marker=dict(symbol="diamond", size=12, color="black")))
     fig.update_layout(barmode="group", yaxis_title="output tokens/s")
     return _style(fig, "Throughput (simulated)")
@@ -203,8 +228,9 @@ def gantt_figure(s: dict, cfg) -> go.Figure:
     m = cfg.max_num_seqs
     prompts = str(min(256, 2 * m))
     g = dict(s, rate="inf", num_prompts=prompts)
-    a, gcfg, curve, wl, costs, tp, _ = _inputs(sim_args(g, ["sd", "psd"]))
-    runs = Comparison(["sd", "psd"], wl.generate(), gcfg, costs, curve, seed=wl.seed, target_gpus=tp).run()
+    r = _inputs(sim_args(g, ["sd", "psd"]))
+    gcfg = r.cfg
+    runs = Comparison(["sd", "psd"], r.requests, gcfg, r.costs, r.curve, seed=r.workload.seed, target_gpus=r.tp).run()
     fig = go.Figure()
     rows = []
     span = None
@@ -239,7 +265,8 @@ def gantt_figure(s: dict, cfg) -> go.Figure:
     order = ["SD · target GPU", "SD · drafter GPU", "PSD · target GPU", "PSD · drafter GPU"]
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1])
     fig.update_layout(barmode="overlay", xaxis_title="ms since the first verification")
-    return _style(fig, f"Timeline: SD vs PSD, {GANTT_STEPS} SD steps after prefill ({prompts} prompts, offline)", 300)
+    return _style(fig, f"Timeline: SD vs PSD ({gcfg.psd_split}), {GANTT_STEPS} SD steps after prefill ({prompts} "
+                       "prompts, offline)", 300)
 
 
 @lru_cache(maxsize=16)
@@ -310,6 +337,9 @@ def _controls():
                                               style={"width": "80px"})),
         row("PSD capacity", dcc.RadioItems(id="psd-capacity", options=["double", "split"], value=d["psd_capacity"],
                                            inline=True)),
+        row("PSD schedule", dcc.RadioItems(id="psd-split", options=[{"label": v, "value": k}
+                                                                    for k, v in PSD_SPLIT.items()],
+                                           value=d["psd_split"])),
         row("PSD drafter", dcc.RadioItems(id="psd-drafter", options=[{"label": "own GPU", "value": "own"},
                                                                      {"label": "sharing the target's", "value": "shared"}],
                                           value=d["psd_drafter"], inline=True)),
@@ -332,19 +362,20 @@ def _controls():
 
 INPUT_IDS = ("policies", "timing", "target", "draft", "gpu", "tp", "draft-ms", "verify-ms", "accept-curve", "k",
              "max-num-seqs", "psd-capacity", "request-rate", "num-prompts", "input-len", "output-len", "reading",
-             "psd-drafter", "plugin-costs")
+             "psd-drafter", "plugin-costs", "psd-split")
 STATE_KEYS = ("policies", "timing", "target", "draft", "gpu", "tp", "draft_ms", "verify_ms", "accept", "k",
               "max_num_seqs", "psd_capacity", "rate", "num_prompts", "input_len", "output_len", "reading",
-              "psd_drafter", "plugin_costs")
+              "psd_drafter", "plugin_costs", "psd_split")
 GRAPHS = ("throughput", "latency", "tradeoff", "regime", "gantt")
 SPAN = {"gantt": {"gridColumn": "1 / span 2"}}
 
 
 def update(*values) -> tuple:
-    """The callback: control values (in INPUT_IDS order) -> figures, table, header, command, error message.
+    """The callback: control values (in INPUT_IDS order) -> figures, table, PSD's schedule line, header, command,
+    error message.
 
-    On bad input the figures, table, header and command are Dash's ``no_update`` (they keep their last good
-    state); without Dash installed (tests of this function alone) they are None.
+    On bad input the figures, table, PSD line, header and command are Dash's ``no_update`` (they keep their last
+    good state); without Dash installed (tests of this function alone) they are None.
     """
     try:
         from dash import no_update
@@ -355,15 +386,15 @@ def update(*values) -> tuple:
     try:
         v = compute(s)
     except InputError as exc:
-        return (*([no_update] * len(GRAPHS)), no_update, no_update, no_update, f"error: {exc.line()}")
+        return (*([no_update] * len(GRAPHS)), no_update, no_update, no_update, no_update, f"error: {exc.line()}")
     except Exception as exc:  # noqa: BLE001 - the page never crashes; it says what went wrong
-        return (*([no_update] * len(GRAPHS)), no_update, no_update, no_update,
+        return (*([no_update] * len(GRAPHS)), no_update, no_update, no_update, no_update,
                 f"internal error: {exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}")
     try:
         table = _table(v.rows)
     except ImportError:
         table = v.rows
-    return (*(v.figures[g] for g in GRAPHS), table, f"{v.header}. {v.basis}", v.command, "")
+    return (*(v.figures[g] for g in GRAPHS), table, v.psd_split, f"{v.header}. {v.basis}", v.command, "")
 
 
 def _table(rows: list[dict]):
@@ -407,7 +438,8 @@ def make_app():
                           dcc.Clipboard(target_id="command", title="copy as command", id="copy",
                                         style={"fontSize": "20px", "marginLeft": "6px", "cursor": "pointer"})],
                          style={"display": "flex", "alignItems": "flex-start", "marginBottom": "8px"}),
-                html.Div(id="results-table", style={"marginBottom": "8px"}),
+                html.Div(id="results-table", style={"marginBottom": "4px"}),
+                html.Div(id="psd-split-line", style={"fontSize": "13px", "color": "#444", "marginBottom": "8px"}),
                 dcc.Loading(html.Div([dcc.Graph(id=f"{g}-graph", style=graph_style | SPAN.get(g, {}),
                                                 config={"displaylogo": False}) for g in GRAPHS],
                                      style={"display": "grid", "gridTemplateColumns": "1fr 1fr", "gap": "8px"}),
@@ -417,7 +449,8 @@ def make_app():
     ], style={"fontFamily": "system-ui, sans-serif", "margin": "0 16px"})
 
     app.callback([Output(f"{g}-graph", "figure") for g in GRAPHS]
-                 + [Output("results-table", "children"), Output("header", "children"), Output("command", "children"),
+                 + [Output("results-table", "children"), Output("psd-split-line", "children"),
+                    Output("header", "children"), Output("command", "children"),
                     Output("error", "children")],
                  [Input(i, "value") for i in INPUT_IDS])(update)
 
@@ -436,4 +469,4 @@ def default_view() -> View:
     return compute(dict(DEFAULTS))
 
 
-__all__ = ["DEFAULTS", "View", "command", "compute", "make_app", "sim_args", "update"]
+__all__ = ["DEFAULTS", "View", "command", "compute", "make_app", "psd_split_text", "sim_args", "update"]

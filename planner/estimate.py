@@ -8,6 +8,10 @@ will use (built from the point's ``minedraft-sim`` flags):
   at 0.1% of ``max_rate``; TPOT from :func:`~minedraft.theory.serving.steady` at the mean running count);
 - ``slo_rate``: the highest rate at which those *means* meet the SLO's targets (bisection).
 
+PSD's ``auto`` schedule is not in these closed forms: every PSD candidate, ``auto`` or ``always``, is estimated
+as two halves (``theory.serving``); the simulator runs its schedule (minedraft-sim's ``--psd-split``), and each
+schedule keeps its own survivors (:func:`survivor_group`).
+
 Pruning: a candidate whose no-load means already miss a p99 target cannot meet it (a p99 is not below
 the mean of these right-skewed latencies), so it is dropped; k is searched per family at the batch
 sizes the family runs (its best k at 1, 1/4, 1/2 and all of its capacity), and the rest are ranked by
@@ -63,7 +67,9 @@ class Context:
 
     def _models(self, c: Candidate) -> tuple:
         """(StepCosts, curve, timing info) that ``minedraft-sim`` builds for ``c`` (cached per model set)."""
-        key = (c.policy == "ar", c.gpu, c.target, c.draft, c.tp, c.accept)
+        # PEARL's curve has one position more (minedraft-sim's acceptance_curve(extra=1)); PSD's schedule and
+        # threshold change neither the step models nor the curve
+        key = (c.policy == "ar", c.policy == "pearl", c.gpu, c.target, c.draft, c.tp, c.accept)
         if key not in self._costs:
             probe = replace(c, k=max(self.inp.ks) if c.policy != "ar" else 0, k_schedule=None)
             _, _, curve, _, costs, _, info = sim_inputs(sim_argv(probe, 1.0, self.inp))
@@ -149,6 +155,12 @@ def rank_key(inp: PlanInputs, c: Candidate, rate_per_replica: float) -> tuple:
     return (0, -reps_max * rate_per_replica, c.gpus * price / rate_per_replica)
 
 
+def survivor_group(c: Candidate) -> tuple:
+    """Candidates that compete for the ``survivors`` places: one (policy, GPU type, target), and for PSD one
+    schedule (the theory estimates ``auto`` and ``always`` alike, so each is simulated in its own right)."""
+    return (c.policy, c.gpu, c.target) + ((c.psd_split,) if c.policy == "psd" else ())
+
+
 def select(cands: list[Candidate], ctx: Context, pruned: Pruned) -> tuple[list[Estimate], dict[str, Estimate]]:
     """Estimate, prune and rank; returns the survivors (best first per group) and every estimate by id."""
     inp = ctx.inp
@@ -169,7 +181,7 @@ def select(cands: list[Candidate], ctx: Context, pruned: Pruned) -> tuple[list[E
                 pruned.add("misses the SLO even at no load (theory means)", f"{c.id}: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in e.light.items()))
                 continue
-            groups.setdefault((c.policy, c.gpu, c.target), []).append(e)
+            groups.setdefault(survivor_group(c), []).append(e)
     survivors: list[Estimate] = []
     for group in groups.values():
         group.sort(key=lambda e: (rank_key(inp, e.candidate, e.slo_rate), e.candidate.id))

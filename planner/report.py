@@ -10,9 +10,13 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from minedraft.planner.sweep import PSD_ALWAYS_LINE
+
 COLORS = {"ar": "#7f7f7f", "sd": "#1f77b4", "psd": "#d62728", "pearl": "#2ca02c"}
 DASHES = {"psd": "dash", "pearl": "dot"}  # so that equal-cost lines stay visible
 METRIC_NAMES = {"p99_tpot_ms": "p99 TPOT", "p99_ttft_ms": "p99 TTFT", "p99_e2el_ms": "p99 E2E"}
+#: What starts each line of :func:`psd_split_lines` in the reports and on the terminal.
+SPLIT_PREFIX = "PSD's schedule: "
 
 
 def _f(v, fmt: str = ",.2f", none: str = "–") -> str:
@@ -46,6 +50,22 @@ def best_rows(plan: dict) -> tuple[list[str], list[list[str]]]:
                      "yes" if b["meets_slo"] else "no", _f(b[key], ",.2f" if "usd" in key else ".3g"),
                      _short_source(b["latency_source"])])
     return head, rows
+
+
+def psd_split_lines(plan: dict) -> list[str]:
+    """One line per PSD deployment in the best table: its schedule (``--psd-split``), minedraft-sim's line on when
+    and why it splits (auto), and the share of decode steps its confirming run ran as two halves."""
+    out = []
+    for b in plan["best"].values():
+        s = (b or {}).get("psd_split")
+        if not s:
+            continue
+        why = s["line"] or (PSD_ALWAYS_LINE if s["mode"] == "always" else f"PSD {s['mode']}")
+        frac = s["split_fraction"]
+        ran = (f"the confirming run split {frac:.0%} of its decode steps" if frac is not None else
+               "the confirming run has no decode steps")
+        out.append(f"{b['config']}: {why}; {ran}.")
+    return out
 
 
 def _shortfall_text(plan: dict, policy: str) -> str:
@@ -279,7 +299,8 @@ def inputs_lines(plan: dict) -> list[str]:
         f"Searched: policies {', '.join(i['policies'])}; TP {', '.join(map(str, i['tensor_parallel_sizes']))}; "
         f"k {', '.join(map(str, i['ks']))}" + (" + the theory's k schedule" if i["k_schedule"] else "")
         + f"; max_num_seqs {', '.join(map(str, i['max_num_seqs']))}; psd_capacity {', '.join(i['psd_capacity'])}; "
-        f"SD drafter {', '.join(i['sd_drafter'])}",
+        + (f"psd_split {', '.join(i['psd_split'])}; " if i.get("psd_split") else "")
+        + f"SD drafter {', '.join(i['sd_drafter'])}",
         f"Search: {c['candidates']} configurations; {c['theory_estimates']} estimated by the theory "
         f"({c['theory_s']:.1f} s); {c['simulated_configs']} simulated; {c.get('simulated', 0)} points simulated "
         f"now, {c.get('resumed', 0)} taken from the checkpoint; {c['total_s']:.0f} s in all",
@@ -299,6 +320,10 @@ METHOD = [
     "load the replica sustains (a point finishing requests at < 50% of its rate would not count). SLO "
     "capacity: the highest rate whose p99s meet every target, interpolated between the last point that "
     "meets the SLO and the first that does not.",
+    "PSD runs minedraft-sim's --psd-split: auto (the default) runs one batch, drafted then verified, until the "
+    "step model says two halves pay (minedraft.cli.common.with_split_rows: the threshold minedraft-sim takes), "
+    "always runs the published two halves; the theory estimates both as two halves. Each PSD row says its "
+    "schedule, why, and the share of its decode steps run as two halves (split_fraction).",
     "Each policy's best deployment is confirmed by one more run at its operating point; the table quotes "
     "those runs. The load what-if uses the swept capacities; the acceptance what-if re-tunes k by the "
     "theory and re-sweeps each policy's best family.",
@@ -314,6 +339,7 @@ def markdown(plan: dict) -> str:
     out += ["## Best configuration of each policy (same budget, same SLO)", "",
             "Confirmed by a simulation at the operating point. ★ = recommended.", ""]
     out += _md_table(*best_rows(plan)) + [""]
+    out += [SPLIT_PREFIX + x for x in psd_split_lines(plan)] + ([""] if psd_split_lines(plan) else [])
     if len({(r["gpu"], r["target"]) for r in plan["best_by_gpu"]}) > 1:
         out += ["## Best per GPU type and target (swept, not confirmed)", ""] + _md_table(*by_gpu_rows(plan)) + [""]
     out += ["## Throughput-latency Pareto front", "",
@@ -376,7 +402,8 @@ def html_report(plan: dict) -> str:
                  + (f"<p class='warning' id='warning'>{html.escape(warn)}</p>" if warn else "") + f"<ul>{li}</ul>")
     parts.append("<h2>Best configuration of each policy (same budget, same SLO)</h2>"
                  "<p>Confirmed by a simulation at the operating point. ★ = recommended.</p>"
-                 f"<div id='best-table'>{_html_table(*best_rows(plan))}</div>")
+                 f"<div id='best-table'>{_html_table(*best_rows(plan))}</div>"
+                 + "".join(f"<p class='psd-split'>{html.escape(SPLIT_PREFIX + x)}</p>" for x in psd_split_lines(plan)))
     parts.append(f"<div class='figure'>{divs['cost']}</div>")
     if len({(r["gpu"], r["target"]) for r in plan["best_by_gpu"]}) > 1:
         parts.append("<h2>Best per GPU type and target (swept, not confirmed)</h2>" + _html_table(*by_gpu_rows(plan)))

@@ -4,7 +4,8 @@
    drop those over the GPU budget or the GPU memory.
 2. **Theory** (:mod:`~minedraft.planner.estimate`): prune k per family, drop candidates whose no-load
    means miss the SLO, rank the rest by the SLO rate the closed forms estimate; keep ``survivors`` per
-   (policy, GPU type, target), plus the theory's per-batch-size k schedule for the best family of each.
+   (policy, GPU type, target; PSD: and schedule, ``psd_split``), plus the theory's per-batch-size k schedule
+   for the best family of each.
 3. **Sweep** (simulator): every survivor at a grid of per-replica Poisson rates around its estimate; its
    *SLO capacity* is the highest rate whose p99 latencies meet the SLO (interpolated between the last
    point that meets it and the first that does not) while the replica keeps up with the traffic.
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from minedraft.planner.estimate import Context, Estimate, estimate, k_candidates, rank_key, rate_grid, \
-    schedule_candidate, select
+    schedule_candidate, select, survivor_group
 from minedraft.planner.space import SLO, Candidate, PlanInputs, enumerate_candidates, round_rate, sim_argv
 from minedraft.planner.sweep import Checkpoint, InlinePool, Progress, point_key, run_points
 
@@ -45,16 +46,27 @@ class Evaluated:
     capacity: float = 0.0
     capacity_note: str = ""
     best_ok: tuple[float, dict, list[str]] | None = None
+    #: PSD auto: minedraft-sim's line on when it splits and why (the same at every rate; None otherwise)
+    split_line: str | None = None
 
     def to_json(self, slo: SLO) -> dict:
         return {**self.candidate.to_json(), "theory": self.estimate.to_json(),
                 "slo_capacity_req_s": self.capacity, "capacity_note": self.capacity_note,
+                "psd_split_line": self.split_line,
                 "points": [{"rate_req_s": r, "meets_slo": ok_point(slo, r, m), "slo_ratio": slo.ratio(SLO.p99(m)),
                             **m, "command": command(argv)} for r, m, argv in self.points]}
 
 
 def command(argv: list[str]) -> str:
     return "minedraft-sim " + shlex.join(argv)
+
+
+def psd_split(c: Candidate, line: str | None, metrics: dict) -> dict | None:
+    """PSD's schedule in a result: the mode, minedraft-sim's line on when and why it splits (auto), and the share of
+    the run's decode steps run as two halves. None for other policies."""
+    if c.policy != "psd":
+        return None
+    return {"mode": c.psd_split, "line": line, "split_fraction": metrics.get("split_fraction")}
 
 
 def keeps_up(rate: float, m: dict) -> bool:
@@ -121,7 +133,8 @@ class Operating:
                 "gpu_hours_per_million_tokens": gpus * per_mtok_h,
                 "usd_per_hour": gpus * price if price is not None else None,
                 "usd_per_million_tokens": gpus * price * per_mtok_h if price is not None else None,
-                "latency_source": ctx.latency_source(c), "command": command(self.argv)}
+                "latency_source": ctx.latency_source(c), "command": command(self.argv),
+                "psd_split": psd_split(c, self.ev.split_line, self.metrics)}
 
 
 def _operating_start(inp: PlanInputs, ev: Evaluated) -> tuple[int, float] | None:
@@ -163,6 +176,7 @@ def confirm(inp: PlanInputs, ranked: dict[str, list[Evaluated]], pool, ckpt: Che
         _add(counts, n)
         for p, (ev, reps, rate) in live.items():
             m = res[point_key(argvs[p])]["metrics"]
+            ev.split_line = res[point_key(argvs[p])].get("psd_split", ev.split_line)
             if ok_point(inp.slo, rate, m):
                 best[p] = Operating(ev, reps, rate, m, argvs[p])
             elif inp.request_rate is None and ev.best_ok is not None:  # fall back to the best swept point
@@ -190,7 +204,8 @@ def sweep(inp: PlanInputs, configs: list[tuple[Candidate, Estimate]], pool, ckpt
     _add(counts, n)
     out = []
     for c, e in configs:
-        ev = Evaluated(c, e, [(r, res[point_key(a)]["metrics"], a) for r, a in grids[c.id]])
+        ev = Evaluated(c, e, [(r, res[point_key(a)]["metrics"], a) for r, a in grids[c.id]],
+                       split_line=next((res[point_key(a)].get("psd_split") for _, a in grids[c.id]), None))
         slo_capacity(ev, inp.slo)
         out.append(ev)
     return out
@@ -209,7 +224,7 @@ def plan(inp: PlanInputs, pool=None, checkpoint: Checkpoint | None = None, progr
     groups_seen: set = set()
     for e in survivors:
         configs.append((e.candidate, e))
-        g = (e.candidate.policy, e.candidate.gpu, e.candidate.target)
+        g = survivor_group(e.candidate)
         if g not in groups_seen:
             groups_seen.add(g)
             sc = schedule_candidate(e, ctx)
@@ -315,7 +330,8 @@ def inputs_json(inp: PlanInputs, ctx: Context) -> dict:
             "budget_gpus": inp.budget, "slo": inp.slo.to_json(), "slo_text": inp.slo.describe(),
             "request_rate": inp.request_rate, "policies": list(inp.policies), "tensor_parallel_sizes": list(inp.tp_options()),
             "ks": list(inp.ks), "k_schedule": inp.k_schedule, "max_num_seqs": list(inp.max_num_seqs),
-            "psd_capacity": list(inp.psd_capacity), "sd_drafter": list(inp.sd_drafter),
+            "psd_capacity": list(inp.psd_capacity), "psd_split": list(inp.psd_split),
+            "sd_drafter": list(inp.sd_drafter),
             "accept_curve": inp.accept_curve, "accept_concentration": inp.accept_concentration,
             "accept_sweep": list(inp.accept_sweep), "workload_flags": [list(x) for x in inp.workload],
             "workload": ctx.workload.describe(), "mean_prompt_tokens": ctx.prompt_mean,

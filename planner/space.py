@@ -2,7 +2,8 @@
 
 A *candidate* is one serving configuration of one replica: policy, GPU type, target and draft model, the
 target's tensor-parallel size, k (or a per-batch-size k schedule), ``max_num_seqs``, PSD's capacity mode
-and SD's drafter placement. A replica takes ``tp`` GPUs, plus one when the drafter has a GPU of its own
+and schedule (``psd_split``: ``auto``, minedraft-sim's default, or ``always``, the published two halves) and
+SD's drafter placement. A replica takes ``tp`` GPUs, plus one when the drafter has a GPU of its own
 (PSD, PEARL, SD with ``own``); the budget holds ``floor(budget / gpus)`` replicas, each taking an equal
 share of the Poisson traffic (random routing splits a Poisson stream into Poisson streams).
 
@@ -13,6 +14,7 @@ use that one form.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -106,6 +108,9 @@ class PlanInputs:
     k_schedule: bool = True
     max_num_seqs: tuple[int, ...] = (8, 16, 32, 64, 128)
     psd_capacity: tuple[str, ...] = ("double", "split")
+    #: PSD schedules (minedraft-sim's ``--psd-split``): auto (one batch until the step model says two halves
+    #: pay; minedraft-sim's default) and/or always (two halves: the published schedule).
+    psd_split: tuple[str, ...] = ("auto",)
     sd_drafter: tuple[str, ...] = ("shared", "own")
     #: ``--accept-curve`` as minedraft-sim takes it (alpha, rates or a JSON path) and its concentration.
     accept_curve: str = "0.7"
@@ -118,7 +123,7 @@ class PlanInputs:
     transfer_ms: float = 0.0
     #: $ per GPU-hour by GPU preset key; empty: costs are reported in GPU-hours.
     prices: tuple[tuple[str, float], ...] = ()
-    #: Simulated candidates per (policy, GPU type, target), best by the theory's estimate.
+    #: Simulated candidates per (policy, GPU type, target; PSD: and schedule), best by the theory's estimate.
     survivors: int = 4
     rate_fractions: tuple[float, ...] = RATE_FRACTIONS
 
@@ -129,6 +134,8 @@ class PlanInputs:
         require(self.request_rate is None or (math.isfinite(self.request_rate) and self.request_rate > 0),
                 "request_rate", "must be a finite rate > 0 (requests/s)", self.request_rate)
         require(self.survivors >= 1, "survivors", "must be >= 1", self.survivors)
+        require(len(self.psd_split) > 0 and all(x in ("auto", "always") for x in self.psd_split), "psd_split",
+                "each must be auto or always", ",".join(self.psd_split))
         for g in self.gpus:
             gpu_spec(g, "gpu")
         for m in (*self.targets, *self.drafts):
@@ -175,6 +182,8 @@ class Candidate:
     k_schedule: tuple[tuple[int, int, int], ...] | None = None
     #: ``--accept-curve`` text when it differs from the plan's (the acceptance what-if).
     accept: str | None = None
+    #: PSD's schedule, minedraft-sim's ``--psd-split``: auto (its default) or always (the published one).
+    psd_split: str = "auto"
 
     @property
     def gpus(self) -> int:
@@ -191,6 +200,7 @@ class Candidate:
         """Everything but k: configurations that differ only in k belong to one family."""
         return (self.policy, self.gpu, self.target, self.draft, self.tp, self.max_num_seqs,
                 self.psd_capacity if self.policy == "psd" else None,
+                self.psd_split if self.policy == "psd" else None,
                 self.sd_drafter if self.policy == "sd" else None)
 
     @property
@@ -201,7 +211,7 @@ class Candidate:
             parts.append("k=" + (schedule_text(self.k_schedule) if self.k_schedule else str(self.k)))
         parts.append(f"mns{self.max_num_seqs}")
         if self.policy == "psd":
-            parts.append(self.psd_capacity)
+            parts += [self.psd_capacity, f"split={self.psd_split}"]
         if self.policy == "sd":
             parts.append(f"drafter-{self.sd_drafter}")
         if self.accept:
@@ -221,6 +231,7 @@ class Candidate:
                 "k_schedule": [list(x) for x in self.k_schedule] if self.k_schedule else None,
                 "max_num_seqs": self.max_num_seqs,
                 "psd_capacity": self.psd_capacity if self.policy == "psd" else None,
+                "psd_split": self.psd_split if self.policy == "psd" else None,
                 "sd_drafter": self.sd_drafter if self.policy == "sd" else None,
                 "in_flight": self.in_flight, "gpus_per_replica": self.gpus, "layout": self.layout(),
                 "accept_curve": self.accept}
@@ -244,7 +255,7 @@ def sim_argv(c: Candidate, rate: float, inp: PlanInputs) -> list[str]:
         if inp.accept_concentration is not None and c.accept is None:
             argv += ["--accept-concentration", inp.accept_concentration]
         if c.policy == "psd":
-            argv += ["--psd-capacity", c.psd_capacity]
+            argv += ["--psd-capacity", c.psd_capacity, "--psd-split", c.psd_split]
         if c.policy == "sd":
             argv += ["--sd-drafter", c.sd_drafter]
     for flag, value in inp.workload:
@@ -326,6 +337,7 @@ def enumerate_candidates(inp: PlanInputs, tokens_per_request: float) -> tuple[li
     for policy in inp.policies:
         drafts: tuple[str | None, ...] = (None,) if policy == "ar" else inp.drafts
         caps = inp.psd_capacity if policy == "psd" else ("double",)
+        splits = inp.psd_split if policy == "psd" else ("auto",)
         placements = inp.sd_drafter if policy == "sd" else ("shared",)
         ks = (0,) if policy == "ar" else inp.ks
         for gpu in inp.gpu_keys:
@@ -334,7 +346,7 @@ def enumerate_candidates(inp: PlanInputs, tokens_per_request: float) -> tuple[li
                 for draft in drafts:
                     for tp in inp.tp_options():
                         if heads % tp:
-                            n = len(inp.max_num_seqs) * len(caps) * len(placements) * len(ks)
+                            n = len(inp.max_num_seqs) * len(caps) * len(splits) * len(placements) * len(ks)
                             pruned.enumerated += n
                             pruned.counts["tensor parallel size does not divide the target's heads"] = \
                                 pruned.counts.get("tensor parallel size does not divide the target's heads", 0) + n - 1
@@ -342,19 +354,18 @@ def enumerate_candidates(inp: PlanInputs, tokens_per_request: float) -> tuple[li
                                        f"{target} has {heads} heads; tp {tp}")
                             continue
                         for mns in inp.max_num_seqs:
-                            for cap in caps:
-                                for sdd in placements:
-                                    for k in ks:
-                                        pruned.enumerated += 1
-                                        c = Candidate(policy, gpu, target, draft, tp, k, mns, cap, sdd)
-                                        if c.gpus > inp.budget:
-                                            pruned.add("needs more GPUs than the budget",
-                                                       f"{c.id}: {c.gpus} GPUs > {inp.budget}")
-                                            continue
-                                        mem = memory_check(c, tokens_per_request + k)
-                                        if not mem.fits:
-                                            pruned.add("weights + KV cache exceed GPU memory",
-                                                       f"{c.id}: {mem.detail}")
-                                            continue
-                                        out.append(c)
+                            for cap, split, sdd, k in itertools.product(caps, splits, placements, ks):
+                                pruned.enumerated += 1
+                                c = Candidate(policy, gpu, target, draft, tp, k, mns, cap, sdd,
+                                              psd_split=split)
+                                if c.gpus > inp.budget:
+                                    pruned.add("needs more GPUs than the budget",
+                                               f"{c.id}: {c.gpus} GPUs > {inp.budget}")
+                                    continue
+                                mem = memory_check(c, tokens_per_request + k)
+                                if not mem.fits:
+                                    pruned.add("weights + KV cache exceed GPU memory",
+                                               f"{c.id}: {mem.detail}")
+                                    continue
+                                out.append(c)
     return out, pruned

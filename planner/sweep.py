@@ -1,8 +1,9 @@
 """Evaluating points: one ``minedraft-sim`` command line each, in parallel, checkpointed as they finish.
 
 A point is evaluated by :func:`evaluate_point`, which hands its argv to ``minedraft-sim``'s own parser and
-builds the run with the same functions that CLI uses (:mod:`minedraft.cli.common`), so a point's numbers
-are exactly what ``minedraft-sim <argv>`` prints. Points run in local worker processes
+builds the run with the same functions that CLI uses (:mod:`minedraft.cli.common`, :func:`sim_build`), so a
+point's numbers are exactly what ``minedraft-sim <argv>`` prints: PSD's ``auto`` schedule included, its
+threshold from :func:`minedraft.cli.common.with_split_rows` as that CLI takes it. Points run in local worker processes
 (:class:`LocalPool`, ``concurrent.futures``), in-process (one worker), or as Ray tasks on a cluster
 (:class:`RayPool`). Each finished point is appended to a JSONL :class:`Checkpoint` and flushed at once,
 so a killed sweep loses nothing it finished: a restart skips every point already there.
@@ -20,24 +21,47 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from minedraft.errors import InputError
 
 #: Bump when what a point's metrics mean changes: old checkpoint lines are then ignored.
-POINT_SCHEMA = "minedraft.plan.point/1"
+#: /2: PSD points run minedraft-sim's ``--psd-split`` (auto: the step model's threshold) and keep split_fraction.
+POINT_SCHEMA = "minedraft.plan.point/2"
 #: The metrics a point keeps (the rest of minedraft-sim's JSON is not needed by the planner).
 KEEP = ("output_throughput", "output_throughput_per_gpu", "request_throughput", "num_gpus", "mean_e2el_ms",
         "p99_e2el_ms", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "p90_tpot_ms",
         "mean_acceptance_length", "makespan_s", "target_busy_fraction", "drafter_busy_fraction", "completed",
-        "total_output_tokens")
+        "total_output_tokens", "split_fraction")
 
 
 def point_key(argv: list[str]) -> str:
     return hashlib.sha256(json.dumps([POINT_SCHEMA, argv]).encode()).hexdigest()[:20]
 
 
-def sim_inputs(argv: list[str]):
-    """minedraft-sim's flags -> (namespace, PolicyConfig, curve, Workload, StepCosts, tp, timing info)."""
+#: What the reports and the dashboard say for ``--psd-split always`` (minedraft-sim prints no line for it).
+PSD_ALWAYS_LINE = "PSD always: two halves whenever two can be formed (the published schedule)"
+
+
+class SimRun(NamedTuple):
+    """What ``minedraft-sim <argv>`` builds before it simulates (:func:`sim_build`)."""
+
+    args: Any  # the parsed namespace
+    policies: list[str]
+    cfg: Any  # PolicyConfig, as the run takes it (PSD auto: the step model's psd_split_rows filled in)
+    curve: Any  # AcceptanceCurve or None (no speculative policy)
+    workload: Any  # Workload
+    requests: Any  # the workload's requests
+    costs: Any  # StepCosts
+    tp: int
+    info: dict  # timing and latency sources
+    split_line: str | None  # PSD auto: when it splits and why (minedraft-sim prints it; JSON config.psd_split)
+
+
+def sim_build(argv: list[str]) -> SimRun:
+    """minedraft-sim's flags -> its run, built by the very calls ``minedraft.cli.sim.main`` makes: its parser,
+    :mod:`minedraft.cli.common`'s configs (the acceptance curve with PEARL's extra position) and, with PSD among
+    the policies, :func:`~minedraft.cli.common.with_split_rows` at the workload's mean context."""
     from minedraft.cli import common, sim
     from minedraft.policies import POLICIES
 
@@ -45,21 +69,35 @@ def sim_inputs(argv: list[str]):
     policies = common.parse_policies(a.policy)
     cfg = common.policy_config(a)
     speculative = any(POLICIES[p].speculative for p in policies)
-    curve = common.acceptance_curve(a, cfg) if speculative else None
+    curve = common.acceptance_curve(a, cfg, extra=1 if "pearl" in policies else 0) if speculative else None
     wl = common.workload(a)
     costs, tp, info = common.step_costs(a, needs_drafter=speculative)
-    return a, cfg, curve, wl, costs, tp, info
+    requests = wl.generate()
+    line = None
+    if "psd" in policies:
+        context = float(requests.prompt_len.mean() + requests.output_len.mean() / 2)
+        cfg, line = common.with_split_rows(cfg, costs, curve, tp, context)
+    return SimRun(a, policies, cfg, curve, wl, requests, costs, tp, info, line)
+
+
+def sim_inputs(argv: list[str]):
+    """minedraft-sim's flags -> (namespace, PolicyConfig, curve, Workload, StepCosts, tp, timing info), as
+    :func:`sim_build` builds them (the PolicyConfig is the one the run takes)."""
+    r = sim_build(argv)
+    return r.args, r.cfg, r.curve, r.workload, r.costs, r.tp, r.info
 
 
 def evaluate_point(argv: list[str]) -> dict:
-    """Simulate one point exactly as ``minedraft-sim <argv>`` would; returns its metrics and provenance."""
+    """Simulate one point exactly as ``minedraft-sim <argv>`` would; returns its metrics and provenance
+    (``psd_split``: the line minedraft-sim prints on when PSD splits, None for other runs)."""
     from minedraft.simulator.run import Comparison
 
     t0 = time.perf_counter()
-    a, cfg, curve, wl, costs, tp, info = sim_inputs(argv)
-    (_, m), = Comparison([a.policy], wl.generate(), cfg, costs, curve, seed=wl.seed, target_gpus=tp).run()
+    r = sim_build(argv)
+    (_, m), = Comparison(r.policies, r.requests, r.cfg, r.costs, r.curve, seed=r.workload.seed,
+                         target_gpus=r.tp).run()
     return {"metrics": {k: m.get(k) for k in KEEP},
-            "latency": info.get("latency_sources") or info.get("latency_model"),
+            "latency": r.info.get("latency_sources") or r.info.get("latency_model"), "psd_split": r.split_line,
             "elapsed_s": time.perf_counter() - t0, "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 

@@ -80,7 +80,7 @@ BAD = [
 def test_nonsense_gives_a_message_never_a_crash(change, message):
     out = d.update(*[state(**change)[k] for k in d.STATE_KEYS])
     assert out[-1].startswith(message), out[-1]
-    assert len(out) == len(d.GRAPHS) + 4
+    assert len(out) == len(d.GRAPHS) + 5
 
 
 def test_update_returns_figures_and_clears_the_error():
@@ -181,3 +181,50 @@ def test_psd_as_the_plugin_runs_it_and_on_a_shared_gpu():
     # the sharing terms the simulator charged are named, with where they were measured
     assert "sharing the target's GPU" in shared.header and "measured on H200" in shared.header
     assert "sharing the target's GPU" not in base_view.header
+
+
+def _sim(command, capsys):
+    capsys.readouterr()
+    try:
+        code = run_cli(sim_main, command.split()[1:] + ["--json", "-", "--quiet"])
+    except SystemExit as e:
+        code = e.code
+    assert code == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_psd_schedule_control_auto_vs_always(capsys):
+    """'PSD schedule': auto (the default) or always reach the command line and PSD's run; the page shows minedraft-sim's
+    line on when and why PSD splits and the share of decode steps it ran as two halves. With capacity split one batch
+    holds every request, so auto never splits here, while always splits nearly every step."""
+    small = dict(policies=["sd", "psd"], psd_capacity="split", num_prompts="64", output_len="64")
+    views = {m: d.compute(state(psd_split=m, **small)) for m in ("auto", "always")}
+    assert d.DEFAULTS["psd_split"] == "auto" and "--psd-split auto" in d.default_view().command
+    frac = {}
+    for mode, v in views.items():
+        assert f"--psd-split {mode}" in v.command
+        sim = _sim(v.command, capsys)
+        r = {x["policy"]: x for x in sim["results"]}
+        row = {x["policy"]: x for x in v.rows}
+        frac[mode] = r["psd"]["split_fraction"]
+        assert row["psd"]["two halves"] == f"{frac[mode]:.0%}" and row["sd"]["two halves"] is None
+        assert row["psd"]["out tok/s"] == r["psd"]["output_throughput"]
+        want = sim["config"]["psd_split"] or \
+            "PSD always: two halves whenever two can be formed (the published schedule)"
+        assert v.psd_split == f"{want}; this run split {frac[mode]:.0%} of its decode steps"
+        out = d.update(*[state(psd_split=mode, **small)[k] for k in d.STATE_KEYS])
+        assert out[-1] == "" and out[len(d.GRAPHS) + 1] == v.psd_split
+    assert views["auto"].psd_split.startswith("PSD auto: ") and frac["auto"] == 0.0
+    assert views["always"].psd_split.startswith("PSD always: ") and frac["always"] > 0.9
+    assert "(auto)" in views["auto"].figures["gantt"].layout.title.text
+    # the threshold is minedraft-sim's (the step model's, common.with_split_rows), not the policy's fallback of one
+    # full batch: at max_num_seqs 64 under load they run PSD differently
+    busy = d.compute(state(policies=["psd"], max_num_seqs="64", rate="30", num_prompts="120", output_len="128"))
+    sim = _sim(busy.command, capsys)
+    rows = sim["config"]["policy_config"]["psd_split_rows"]
+    assert rows < 64 and busy.psd_split.startswith(f"PSD auto: two halves from {rows} requests in flight")
+    assert busy.rows[0]["two halves"] == f"{sim['results'][0]['split_fraction']:.0%}"
+    fallback = _sim(busy.command + " --psd-split-rows 65", capsys)["results"][0]["split_fraction"]
+    assert sim["results"][0]["split_fraction"] > fallback + 0.2
+    # without PSD there is nothing to say
+    assert d.compute(state(policies=["sd"], num_prompts="32", output_len="32")).psd_split == ""

@@ -1,5 +1,6 @@
 """minedraft-plan: the search, its numbers against minedraft-sim, the report, bad input, and resuming after kill -9."""
 
+import html
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from minedraft.planner.sweep import (
     Checkpoint,
     LocalPool,
     Progress,
+    evaluate_point,
     point_key,
     run_points,
 )
@@ -248,6 +250,8 @@ BAD = [
     (["-k", "5-2"], "--num-speculative-tokens"),
     (["--max-num-seqs", "8,abc"], "--max-num-seqs"),
     (["--psd-capacity", "triple"], "--psd-capacity"),
+    (["--psd-split", "sometimes"], "--psd-split"),
+    (["--psd-split", "auto,auto"], "--psd-split"),
     (["--slo-tpot-ms", "-5"], "--slo-tpot-ms"),
     (["--slo-e2e-ms", "nan"], "--slo-e2e-ms"),
     (["--request-rate", "-1"], "--request-rate"),
@@ -351,3 +355,105 @@ def test_point_argv_is_a_minedraft_sim_command():
     assert argv[argv.index("--num-speculative-tokens-per-batch-size") + 1] == "1-8:5,9-16:3"
     assert argv[argv.index("--psd-capacity") + 1] == "split"
     assert math.isclose(float(argv[argv.index("--request-rate") + 1]), 3.142)
+
+
+# ------------------------------------------------------------------------------------------ PSD's schedule
+def _sim_json(argv, capsys):
+    code, out, err = invoke(sim_main, argv + ["--json", "-", "--quiet"], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _set(argv, flag, value):
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = value
+    return argv
+
+
+def test_a_psd_point_takes_minedraft_sims_split_threshold(capsys):
+    """A PSD point runs --psd-split auto with the threshold minedraft-sim takes (common.with_split_rows), not the
+    policy's fallback (max_num_seqs + 1): at max_num_seqs 64 the two differ, and so do the runs."""
+    inp = PlanInputs(**SMALL)
+    c = Candidate("psd", "h200", "qwen3-32b", "qwen3-0.6b", 1, 5, 64, "double")
+    argv = sim_argv(c, 12.0, inp)
+    assert argv[argv.index("--psd-split") + 1] == "auto"
+    res = evaluate_point(argv)
+    sim = _sim_json(argv, capsys)
+    rows = sim["config"]["policy_config"]["psd_split_rows"]
+    assert rows is not None and rows < 64  # the step model splits below one full batch here
+    assert res["psd_split"] == sim["config"]["psd_split"] and res["psd_split"].startswith(
+        f"PSD auto: two halves from {rows} requests in flight")
+    r = sim["results"][0]
+    for k in ("split_fraction", "p99_tpot_ms", "output_throughput"):
+        assert res["metrics"][k] == r[k], k
+    # the fallback threshold would have run another schedule: the check above can tell them apart
+    fallback = _sim_json(argv + ["--psd-split-rows", "65"], capsys)["results"][0]
+    assert abs(fallback["split_fraction"] - r["split_fraction"]) > 0.1
+
+
+def test_default_plan_runs_psd_auto_and_says_when_it_splits(small_plan, tmp_path, capsys):
+    b = small_plan["best"]["psd"]
+    assert small_plan["inputs"]["psd_split"] == ["auto"]
+    assert b["candidate"]["psd_split"] == "auto" and "split=auto" in b["config"]
+    argv = b["command"].split()[1:]
+    assert argv[argv.index("--psd-split") + 1] == "auto"
+    sim = _sim_json(argv, capsys)
+    s = b["psd_split"]
+    assert s["mode"] == "auto"
+    assert s["line"] == sim["config"]["psd_split"] and s["line"].startswith("PSD auto: ")
+    assert s["split_fraction"] == sim["results"][0]["split_fraction"] and 0.0 <= s["split_fraction"] <= 1.0
+    assert all(small_plan["best"][p]["psd_split"] is None for p in ("ar", "sd", "pearl"))
+    for c in small_plan["configs"]:  # each simulated configuration carries its line (the same at every rate)
+        assert (c["psd_split_line"] or "").startswith("PSD auto: ") == (c["policy"] == "psd"), c["id"]
+        assert all((p["split_fraction"] is None) == (c["policy"] != "psd") for p in c["points"]), c["id"]
+    paths = report.write(small_plan, tmp_path)
+    md = paths["markdown"].read_text()
+    want = f"PSD's schedule: {b['config']}: {s['line']}; the confirming run split {s['split_fraction']:.0%} of its " \
+           "decode steps."
+    assert [x for x in md.splitlines() if x.startswith("PSD's schedule:")] == [want]
+    assert "psd_split auto;" in md
+    assert html.escape(want) in paths["html"].read_text()
+    assert json.loads(paths["json"].read_text())["best"]["psd"]["psd_split"] == s
+
+
+PSD_ARGS = ["--policy", "psd", "--gpu", "h200", "--target", "qwen3-32b", "--draft", "qwen3-0.6b", "-tp", "1", "-k", "3",
+            "--no-k-schedule", "--max-num-seqs", "16", "--psd-capacity", "split", "--survivors", "1",
+            "--accept-sweep", "none", "--num-prompts", "80", "--output-len", "64", "--request-rate", "4",
+            "--slo-tpot-ms", "40", "--workers", "1"]
+
+
+def test_psd_split_always_is_the_published_schedule(tmp_path, capsys):
+    """--psd-split always: the plan says so, and its PSD command runs two halves (offline with a full batch: nearly
+    every decode step); auto at the same point never splits (capacity split: one batch holds every request)."""
+    code, out, err = invoke(plan_main, PSD_ARGS + ["--psd-split", "always", "--out", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "a" / "plan.json").read_text())
+    b = res["best"]["psd"]
+    assert b["psd_split"]["mode"] == "always" and b["psd_split"]["line"] is None
+    assert "split=always" in b["config"] and "--psd-split always" in b["command"]
+    assert b["psd_split"]["split_fraction"] > 0.5
+    line = [x for x in out.splitlines() if x.startswith("PSD's schedule:")]
+    assert len(line) == 1 and "PSD always: two halves whenever two can be formed (the published schedule)" in line[0]
+    assert f"split {b['psd_split']['split_fraction']:.0%} of its decode steps" in line[0]
+    assert "PSD always: two halves" in (tmp_path / "a" / "plan.md").read_text()
+    offline = _set(_set(b["command"].split()[1:], "--request-rate", "inf"), "--num-prompts", "64")
+    always = _sim_json(offline, capsys)["results"][0]["split_fraction"]
+    auto = _sim_json(_set(offline, "--psd-split", "auto"), capsys)
+    assert always > 0.95
+    assert auto["results"][0]["split_fraction"] == 0.0 and auto["config"]["psd_split"].startswith("PSD auto: ")
+
+
+def test_plan_weighs_both_psd_schedules_when_asked(tmp_path, capsys):
+    code, out, err = invoke(plan_main, PSD_ARGS + ["--psd-split", "auto,always", "--out", str(tmp_path / "b"),
+                                                   "--quiet"], capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "b" / "plan.json").read_text())
+    assert res["inputs"]["psd_split"] == ["auto", "always"]
+    modes = {c["psd_split"]: c for c in res["configs"]}
+    assert set(modes) == {"auto", "always"}  # the theory cannot tell them apart: each keeps its own survivor
+    assert modes["always"]["psd_split_line"] is None and modes["auto"]["psd_split_line"].startswith("PSD auto: ")
+    fr = {m: [p["split_fraction"] for p in c["points"]] for m, c in modes.items()}
+    assert max(fr["auto"]) == 0.0 and min(fr["always"]) > 0.5
+    b = res["best"]["psd"]
+    assert b["psd_split"]["mode"] == b["candidate"]["psd_split"]
+    assert b["slo_capacity_per_replica_req_s"] == max(c["slo_capacity_req_s"] for c in res["configs"])

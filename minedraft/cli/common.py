@@ -452,7 +452,7 @@ def with_split_rows(cfg: PolicyConfig, costs: StepCosts, curve: AcceptanceCurve 
     cap = 2 * m if cfg.psd_capacity == "double" else m
     where = "the drafter on the target's GPU" if cfg.psd_drafter == "shared" else "the drafter on a GPU of its own"
     src = "--psd-split-rows" if given else f"the step model, {where}"
-    if rows > m + 1 and rows > cap:
+    if rows > cap:  # (with psd_capacity split, cap = max_num_seqs: one batch holds every request PSD runs)
         return cfg, (f"PSD auto: one batch (drafted, then verified) of at most max_num_seqs={m} requests, never two "
                      f"halves ({src}: two halves never cycle faster, even with {cap} in flight)")
     if rows > m:

@@ -1,7 +1,7 @@
 """``minedraft-plan``: which policy, k, batch and GPU split serve this traffic within a p99 SLO, for the fewest GPUs?
 
-Searches AR, SD, PSD and PEARL configurations (TP, k or a k schedule, max_num_seqs, psd_capacity, SD's
-drafter placement, the draft model) under a GPU budget: the theory prunes, the simulator measures the
+Searches AR, SD, PSD and PEARL configurations (TP, k or a k schedule, max_num_seqs, psd_capacity, PSD's
+schedule, SD's drafter placement, the draft model) under a GPU budget: the theory prunes, the simulator measures the
 survivors. Writes a self-contained HTML report (Plotly, opens offline), a Markdown summary and the JSON
 behind both. Points run in local processes, or on a Ray cluster with ``--ray-address``; every finished
 point is appended to a JSONL checkpoint, so a killed plan resumes where it stopped.
@@ -42,9 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not try the theory's per-batch-size k schedule (vLLM's num_speculative_tokens_per_batch_size)")
     s.add_argument("--max-num-seqs", default="8,16,32,64,128", help="max_num_seqs values")
     s.add_argument("--psd-capacity", default="double,split", help="PSD capacity modes: double (published), split")
+    s.add_argument("--psd-split", default="auto",
+                   help="PSD schedules (minedraft-sim's --psd-split): auto (one batch until the step model says two "
+                        "halves pay; minedraft-sim's default), always (two halves: the published schedule); "
+                        "auto,always weighs both")
     s.add_argument("--sd-drafter", default="shared,own", help="SD drafter placements: shared, own")
     s.add_argument("--survivors", default="4",
-                   help="configurations simulated per (policy, GPU type, target), best by the theory")
+                   help="configurations simulated per (policy, GPU type, target; PSD: and schedule), best by the "
+                        "theory")
     a = p.add_argument_group("acceptance")
     a.add_argument("--accept-curve", default=common.DEFAULT_ALPHA,
                    help="0.8 (geometric alpha) | 0.9,0.76,0.62 (vLLM synthetic_acceptance_rates) | curve.json")
@@ -148,6 +153,7 @@ def inputs(a: argparse.Namespace):
     ks = int_list(a.num_speculative_tokens, "--num-speculative-tokens", 1, 16)
     mns = int_list(a.max_num_seqs, "--max-num-seqs", 1, 4096)
     caps = choice_list(a.psd_capacity, "--psd-capacity", ("double", "split"))
+    splits = choice_list(a.psd_split, "--psd-split", ("auto", "always"))
     placements = choice_list(a.sd_drafter, "--sd-drafter", ("shared", "own"))
     survivors = common.as_int(a.survivors, "--survivors", 1, 100)
     sweep: tuple[float, ...] = ()
@@ -181,7 +187,7 @@ def inputs(a: argparse.Namespace):
         inp = PlanInputs(
             targets=targets, drafts=drafts, gpus=gpus, budget=budget, slo=SLO(**slo_vals), request_rate=rate,
             policies=policies, tps=tps, ks=ks, k_schedule=not a.no_k_schedule, max_num_seqs=mns, psd_capacity=caps,
-            sd_drafter=placements, accept_curve=curve, accept_concentration=a.accept_concentration,
+            psd_split=splits, sd_drafter=placements, accept_curve=curve, accept_concentration=a.accept_concentration,
             accept_sweep=sweep, workload=tuple(workload),
             step_overhead_ms=overhead, transfer_ms=transfer, prices=costs, survivors=survivors)
     except InputError as exc:
@@ -197,7 +203,8 @@ def _check_sim_flags(inp) -> None:
     from minedraft.planner.sweep import sim_inputs
 
     policy = next((p for p in inp.policies if p != "ar"), "ar")
-    probe = Candidate(policy, inp.gpu_keys[0], inp.targets[0], inp.drafts[0], 1, max(inp.ks), 1)
+    probe = Candidate(policy, inp.gpu_keys[0], inp.targets[0], inp.drafts[0], 1, max(inp.ks), 1,
+                      psd_split=inp.psd_split[0])
     sim_inputs(sim_argv(probe, 1.0, inp))
 
 
@@ -245,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(result: dict, paths: dict) -> None:
-    from minedraft.planner.report import best_rows, headline, inputs_lines, source_warning
+    from minedraft.planner.report import SPLIT_PREFIX, best_rows, headline, inputs_lines, psd_split_lines, \
+        source_warning
 
     out = console()
     out.print("[bold]minedraft-plan[/]")
@@ -259,6 +267,8 @@ def _print(result: dict, paths: dict) -> None:
     for r in rows:
         t.add_row(*(r[i] for i in keep))
     out.print(t)
+    for line in psd_split_lines(result):
+        out.print(SPLIT_PREFIX + line, highlight=False)
     out.print(headline(result), highlight=False)
     if source_warning(result):
         out.print(f"[yellow]{source_warning(result)}[/]", highlight=False)
