@@ -69,6 +69,9 @@ def console() -> Console:
 def save_figure(fig, stem, width: int, height: int, scale: float = 1.25) -> str:
     """Write ``stem``.html (always) and ``stem``.png when a static exporter exists; returns what was written.
 
+    The HTML works offline: it loads ``plotly.min.js`` written once beside it (plotly's ``directory`` mode), not
+    a CDN.
+
     PNG export: plotly's own (kaleido >= 1, which needs a Chrome), else kaleido 0.2.1's bundled Chromium
     (``pip install kaleido==0.2.1``, the ``figures`` extra).
     """
@@ -78,7 +81,7 @@ def save_figure(fig, stem, width: int, height: int, scale: float = 1.25) -> str:
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(stem.with_suffix(".html"), include_plotlyjs="cdn")
+    fig.write_html(stem.with_suffix(".html"), include_plotlyjs="directory")
     png = stem.with_suffix(".png")
     try:
         fig.write_image(png, width=width, height=height, scale=scale)

@@ -3,7 +3,8 @@
 The published layout (``../shared/reference/paper-notes.md``): PSD on 5 GPUs (Qwen3-32B at TP 4 + the
 drafter alone on a fifth) against SD on 4 (TP 4, drafter sharing the target's GPUs); drafters Qwen3-0.6B,
 1.7B, 4B; k = 1..5; max_num_seqs 16 (and 8, 32, 64 with the 0.6B); 1000 offline prompts of 256 output
-tokens. Every figure here comes from ``minedraft-sim`` (run in-process with ``--json``), under the
+tokens. Every figure here comes from ``minedraft-sim`` (run in-process with ``--json``, PSD as published:
+``--psd-split always``), under the
 step-time sources it states: no TP 4 profile is shipped yet, so the target is the roofline at TP 4
 (modelled); with ``--plugin-costs h200`` the plugin's own costs measured at TP 1 on H200s are added.
 
@@ -66,8 +67,8 @@ def simulate(draft: str, k: int, mns: int, curve: str, n: int, capacity: str, pl
         path = Path(tmp) / "out.json"
         args = ["--gpu", "h200", "--target", "qwen3-32b", "--draft", draft, "-tp", "4", "--policy", "sd,psd",
                 "-k", str(k), "--max-num-seqs", str(mns), "--num-prompts", str(n), "--input-len", "256",
-                "--output-len", "256", "--accept-curve", curve, "--psd-capacity", capacity, "--json", str(path),
-                "--quiet"] + (["--plugin-costs", "h200"] if plugin else [])
+                "--output-len", "256", "--accept-curve", curve, "--psd-capacity", capacity, "--psd-split", "always",
+                "--json", str(path), "--quiet"] + (["--plugin-costs", "h200"] if plugin else [])
         rc = run_cli(sim_main, args)
         if rc != 0:
             raise SystemExit(f"minedraft-sim {' '.join(args)} failed ({rc})")

@@ -14,6 +14,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -592,11 +593,11 @@ def test_cli_runs_psd_and_pearl_with_synthetic_acceptance_on_cpu(tmp_path):
     d = tmp_path / "tiny"
     d.mkdir()
     (d / "config.json").write_text(json.dumps(tiny_qwen3_config()))
-    out, trace = tmp_path / "exec.json", tmp_path / "exec.jsonl"
+    out, trace, chrome = tmp_path / "exec.json", tmp_path / "exec.jsonl", tmp_path / "exec.trace.json"
     cmd = [sys.executable, "-m", "minedraft.cli.exec", "--policy", "psd,pearl", "--target", str(d), "--draft", str(d),
            "--num-prompts", "8", "--input-len", "24", "--output-len", "24", "--max-num-seqs", "4", "-k", str(K),
            "--accept-curve", "0.7", "--kv-cache-memory-gib", "0.03", "--json", str(out), "--trace", str(trace),
-           "--quiet", "--warmup", "1"]
+           "--trace-chrome", str(chrome), "--quiet", "--warmup", "1"]
     p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     res = {r["policy"]: r for r in json.loads(out.read_text())["results"]}
@@ -609,6 +610,13 @@ def test_cli_runs_psd_and_pearl_with_synthetic_acceptance_on_cpu(tmp_path):
     hdr = [r for r in recs if r["type"] == "header"]
     assert [h["policy"] for h in hdr] == ["psd", "pearl"]
     assert hdr[0]["config"]["executor"]["plugin"]["synthetic_acceptance"]["rates"][0] == pytest.approx(0.7)
+    # --trace-chrome: the same ops as a Chrome / Perfetto trace (Trace Event Format schema, tests/data)
+    jsonschema = pytest.importorskip("jsonschema")
+    doc = json.loads(chrome.read_text())
+    jsonschema.validate(doc, json.loads((Path(__file__).parent / "data/chrome_trace.schema.json").read_text()))
+    slices = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert len(slices) == sum(r["type"] == "op" for r in recs)
+    assert {e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"} == {"psd", "pearl"}
 
 
 # ------------------------------------------------------------------------- the GPU benchmark

@@ -208,3 +208,25 @@ def test_calibrate_latency_only_fits_the_matching_runs(tmp_path, capsys):
     code, out, err = invoke(calibrate_main, ["latency", "--from", str(tmp_path), "--only", "nope", "--gpu", "test",
                                              "--out", str(tmp_path / "fit2")], capsys)
     assert code == 2 and err.startswith("error: --only:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not H200.is_dir(), reason="committed measurements absent")
+def test_validate_html_is_one_self_contained_file_that_opens_offline(tmp_path, capsys):
+    """--html inlines plotly (no <script src=, nothing fetched); save_figure writes plotly.min.js once beside its
+    HTML and loads it from there."""
+    import re
+
+    import plotly.graph_objects as go
+
+    from minedraft.report import save_figure
+
+    out = tmp_path / "v.html"
+    code, _, err = _validate(["--all", str(H200), "--gpu", "h200", "--html", str(out)], capsys)
+    assert code == 0, err
+    text = out.read_text()
+    assert not re.search(r"<script[^>]*\ssrc=", text) and "Plotly.newPlot" in text
+    assert len(text) > 1_000_000  # plotly.js itself is inside
+    save_figure(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), tmp_path / "figs" / "f", 300, 200)
+    html = (tmp_path / "figs" / "f.html").read_text()
+    assert re.findall(r'<script[^>]* src="([^"]+)"', html) == ["plotly.min.js"]
+    assert (tmp_path / "figs" / "plotly.min.js").stat().st_size > 1_000_000

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--json", default=None, help="write config and results as JSON to PATH ('-' = stdout)")
     g.add_argument("--trace", default=None, help="append every engine step and finished request as JSONL to PATH")
+    g.add_argument("--trace-chrome", default=None,
+                   help="write the run's ops as a Chrome / Perfetto trace to PATH at the end (JSON; ui.perfetto.dev): "
+                        "a process per policy, a track per resource (and per PSD half)")
     g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return p
 
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     require(a.trace != "-", "--trace", "must be a file path (the trace is appended as the run goes)", a.trace)
     trace_out = common.output_path(a.trace, "--trace")
     require(not a.resume or trace_out is not None, "--resume", "needs --trace PATH (the trace to continue)")
+    require(a.trace_chrome != "-", "--trace-chrome", "must be a file path", a.trace_chrome)
+    chrome_out = common.output_path(a.trace_chrome, "--trace-chrome")
     check_not_yet(a)
     cfg = common.policy_config(a)
     wl = common.workload(a)
@@ -187,11 +192,24 @@ def main(argv: list[str] | None = None) -> int:
               "mode": "online" if online else "offline", "executor": opts.describe()}
     bars = ProgressBars(enabled=not a.quiet)
     progress = lambda policy, total: bars.task(f"running {policy} on vLLM", total)  # noqa: E731
+    scratch = None
+    if chrome_out and trace_out is None:  # the Chrome trace is made from the JSONL trace: keep one meanwhile
+        scratch = tempfile.NamedTemporaryFile(prefix="minedraft-exec-", suffix=".jsonl", delete=False)
+        scratch.close()
+        os.unlink(scratch.name)
     try:
-        runs = execute(policies, requests, opts, online=online, config=config, trace_path=trace_out,
-                       resume=a.resume, progress=progress)
+        runs = execute(policies, requests, opts, online=online, config=config,
+                       trace_path=trace_out or (scratch.name if scratch else None), resume=a.resume, progress=progress)
+        if chrome_out:
+            from minedraft.chrome import write_chrome
+            from minedraft.trace import read_records, trace_from_records
+
+            traces = trace_from_records(read_records(trace_out or scratch.name, "--trace"))
+            write_chrome([traces[p] for p in policies if p in traces], chrome_out)
     finally:
         bars.close()
+        if scratch is not None and os.path.exists(scratch.name):
+            os.unlink(scratch.name)
     results = [r.metrics for r in runs]
     config["basis"] = basis_line(results, cfg)
     config["engines"] = {r.policy: r.engine_facts for r in runs if r.engine_facts}

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--json", default=None, help="write config and results as JSON to PATH ('-' = stdout)")
     g.add_argument("--trace", default=None, help="write every op and request as JSONL to PATH")
+    g.add_argument("--trace-chrome", default=None,
+                   help="write the ops as a Chrome / Perfetto trace to PATH (JSON; open in ui.perfetto.dev): a process "
+                        "per policy, a track per resource (and per PSD half)")
     g.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return p
 
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     policies = common.parse_policies(a.policy)
     json_out = common.output_path(a.json, "--json")
     trace_out = common.output_path(a.trace, "--trace")
+    require(a.trace_chrome != "-", "--trace-chrome", "must be a file path", a.trace_chrome)
+    chrome_out = common.output_path(a.trace_chrome, "--trace-chrome")
     cfg = common.policy_config(a)
     if cfg.prefill_mode == "chunked":
         odd = [p for p in policies if p in ("psd", "pearl")]
@@ -72,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         with TraceWriter(trace_out) as w:
             for trace, _ in runs:
                 w.write_all(trace.records())
+    if chrome_out:
+        from minedraft.chrome import write_chrome
+
+        write_chrome([trace for trace, _ in runs], chrome_out)
     if json_out:
         ordered = [{k: m[k] for k in RESULT_KEYS} | {k: v for k, v in m.items() if k not in RESULT_KEYS}
                    for m in results]

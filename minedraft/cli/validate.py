@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-dir", default=None, help="folder of step models: <target>.json, <target>+<draft>.json")
     p.add_argument("--seed", default="0", help="simulation seed (default 0)")
     p.add_argument("--json", default=None, help="write the comparison as JSON to PATH ('-' = stdout)")
-    p.add_argument("--html", default=None, help="write the figure (one run: bars and step CDFs; --all: scatter)")
+    p.add_argument("--html", default=None, help="write the figure (one run: bars and step CDFs; --all: scatter) as one "
+                   "self-contained HTML file (plotly inlined: it opens offline)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.quiet:
             out.print(t)
         if html_out:
-            run_figure(r["name"], r["rows"], *r["_steps"]).write_html(html_out, include_plotlyjs="cdn")
+            run_figure(r["name"], r["rows"], *r["_steps"]).write_html(html_out, include_plotlyjs=True)
     else:
         t = Table(title="predicted vs measured", title_justify="left")
         for c in ("run", "tok/s meas", "pred", "err", "E2E ms meas", "pred", "err"):
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             out.print(t)
             out.print(summary_line(results))
         if html_out:
-            summary_figure(results).write_html(html_out, include_plotlyjs="cdn")
+            summary_figure(results).write_html(html_out, include_plotlyjs=True)
     if json_out:
         clean = [{k: v for k, v in r.items() if k != "_steps"} for r in results]
         text = json.dumps({"profiles": str(folder), "results": clean, "summary": summary(results)}, indent=2,
